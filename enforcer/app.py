@@ -1,0 +1,227 @@
+"""The ASGI edges: the proxy listener, its lifespan, and the one error handler.
+
+The proxy is a plain ASGI callable (no ``BaseHTTPMiddleware``: it buffers bodies and
+breaks event streams). Per request it builds a ``RequestInfo``, serves RFC 9728
+metadata itself, runs the pipeline, forwards, and in a ``finally`` records the
+outcome, whatever happened. Every ``EnforcerError`` becomes its JSON answer here; any
+other exception becomes a bare 500 with no detail, and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from starlette.types import Receive, Scope, Send
+
+from enforcer.auth.jwks import IssuerKeys, make_source
+from enforcer.auth.tokens import TokenVerifier
+from enforcer.clock import Clock, SystemClock
+from enforcer.context import Outcome, RequestInfo
+from enforcer.errors import EnforcerError, Reason
+from enforcer.metadata import WELL_KNOWN, challenge, metadata_document, metadata_path
+from enforcer.observability.metrics import Metrics
+from enforcer.pipeline import Authorized, Pipeline
+from enforcer.policy.loader import Policy
+from enforcer.policy.model import Resource
+from enforcer.proxy import headers as hdr
+from enforcer.proxy.forward import Forwarder, ForwardPlan, StreamAborted
+from enforcer.routing import upstream_path
+
+log = logging.getLogger("enforcer.app")
+
+_JSON = (b"content-type", b"application/json")
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+class EnforcerApp:
+    """The proxy listener's ASGI application for one loaded policy."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        verify_tokens: bool = True,
+    ) -> None:
+        self.policy = policy
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or Metrics()
+        self.metrics.preinitialise([r.id for r in policy.resources])
+        self.http = httpx.AsyncClient(transport=http_transport, follow_redirects=False, timeout=5.0)
+        self.keys = {
+            issuer_id: IssuerKeys(issuer, make_source(issuer, self.http), self.clock)
+            for issuer_id, issuer in policy.issuers.items()
+        }
+        self.pipeline = Pipeline(policy, TokenVerifier(self.keys, self.clock))
+        self.forwarder = Forwarder()
+        self._metadata = _metadata_index(policy)
+        self._tasks: list[asyncio.Task[None]] = []
+        # Only the benchmark harness sets this (it is not reachable from a policy or the CLI).
+        self._verify_tokens = verify_tokens
+
+    # -- lifespan -----------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        await self.forwarder.start()
+        await asyncio.gather(*(keys.refresh("startup") for keys in self.keys.values()))
+        self._tasks = [asyncio.ensure_future(keys.run()) for keys in self.keys.values()]
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.forwarder.close()
+        await self.http.aclose()
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        issuers = {issuer_id: keys.status() for issuer_id, keys in self.keys.items()}
+        for issuer_id, keys in self.keys.items():
+            self.metrics.jwks_keys.labels(issuer_id).set(len(keys.keys))
+        ready = all(status["ready"] for status in issuers.values())
+        return ready, {"ready": ready, "policy": self.policy.version_hash, "issuers": issuers}
+
+    # -- ASGI ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # report, do not serve half-started
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": type(exc).__name__})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request = _request_info(scope)
+        outcome = Outcome()
+        resource: Resource | None = None
+        self.metrics.inflight.inc()
+        try:
+            if request.method in ("GET", "HEAD") and request.raw_path.startswith(WELL_KNOWN.encode()):
+                if await self._serve_metadata(request, send, outcome):
+                    return
+            route = self.pipeline.route(request, outcome)
+            resource = route.resource
+            if self._verify_tokens:
+                authorized = await self.pipeline.authorize(request, outcome)
+            else:
+                authorized = None
+            outcome.reason = Reason.ALLOWED
+            outcome.upstream_status = await self._forward(request, route.resource, authorized, outcome, receive, send)
+            outcome.status = outcome.upstream_status
+        except EnforcerError as error:
+            outcome.reason = error.reason
+            outcome.status = error.status
+            await send_error(send, error, resource)
+        except StreamAborted:
+            outcome.reason = Reason.UPSTREAM_UNAVAILABLE
+        except Exception:
+            log.exception("internal error", extra={"request_id": request.request_id})
+            outcome.reason, outcome.status = Reason.INTERNAL_ERROR, 500
+            with contextlib.suppress(Exception):
+                await send_error(send, EnforcerError("internal error"), None)
+        finally:
+            self.metrics.inflight.dec()
+            self.metrics.observe(outcome.resource_id, outcome.reason is Reason.ALLOWED, outcome.reason,
+                                 time.perf_counter() - started)
+
+    async def _serve_metadata(self, request: RequestInfo, send: Send, outcome: Outcome) -> bool:
+        path = request.raw_path.decode("latin-1") + (
+            "?" + request.query_string.decode("latin-1") if request.query_string else "")
+        resource = self._metadata.get(path)
+        if resource is None:
+            return False
+        outcome.resource_id, outcome.reason, outcome.status = resource.id, Reason.ALLOWED, 200
+        body = json.dumps(metadata_document(resource, self.policy.issuers)).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            _JSON, (b"cache-control", b"public, max-age=300"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": b"" if request.method == "HEAD" else body})
+        return True
+
+    async def _forward(self, request: RequestInfo, resource: Resource, authorized: Authorized | None,
+                       outcome: Outcome, receive: Receive, send: Send) -> int:
+        upstream = urlsplit(resource.upstream)
+        prefix = resource.match.path_prefix.rstrip("/") or "/"
+        target = upstream_path(upstream.path, prefix, outcome.path)
+        if request.query_string:
+            target += "?" + request.query_string.decode("latin-1")
+        public = urlsplit(resource.public_origin or resource.resource)
+        headers = hdr.upstream_request_headers(request.headers, forward_token=resource.forward_token)
+        headers += hdr.forwarded_headers(request.client, request.header(b"x-forwarded-for"),
+                                         public.scheme, public.netloc)
+        if authorized is not None:
+            p = authorized.principal
+            act = json.dumps(p.act, separators=(",", ":"), ensure_ascii=False) if p.act is not None else None
+            headers += hdr.identity_headers(p.sub, p.client_id, p.scopes, act)
+        plan = ForwardPlan(
+            method=request.method,
+            url=f"{upstream.scheme}://{upstream.netloc}{target}",
+            headers=headers,
+            has_body=_has_body(request),
+            connect_seconds=resource.timeouts.connect_seconds,
+            read_seconds=resource.timeouts.read_seconds,
+        )
+        return await self.forwarder.forward(plan, receive, send)
+
+
+async def send_error(send: Send, error: EnforcerError, resource: Resource | None) -> None:
+    """The one place an ``EnforcerError`` becomes a response."""
+    body = json.dumps(error.body()).encode()
+    headers = [_JSON, _NO_STORE, (b"content-length", str(len(body)).encode())]
+    if error.challenge:
+        headers.append((b"www-authenticate", challenge(error, resource).encode("ascii")))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _request_info(scope: Scope) -> RequestInfo:
+    client = scope.get("client")
+    return RequestInfo(
+        method=scope["method"],
+        raw_path=scope.get("raw_path") or scope["path"].encode("utf-8"),
+        query_string=scope.get("query_string", b""),
+        headers=tuple(scope["headers"]),
+        scheme=scope.get("scheme", "http"),
+        client=client[0] if client else None,
+        request_id=os.urandom(8).hex(),
+    )
+
+
+def _has_body(request: RequestInfo) -> bool:
+    if request.header(b"transfer-encoding") is not None:
+        return True
+    length = request.header(b"content-length")
+    return length is not None and length.strip() != b"0"
+
+
+def _metadata_index(policy: Policy) -> dict[str, Resource]:
+    index = {metadata_path(r.resource): r for r in policy.resources}
+    if len(policy.resources) == 1:
+        index.setdefault(WELL_KNOWN, policy.resources[0])  # root form, RFC 9728 / MCP fallback
+    return index

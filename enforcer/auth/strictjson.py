@@ -1,0 +1,55 @@
+"""JSON parsing for attacker-controlled input: strict UTF-8, no duplicate members, capped.
+
+Python's ``json`` keeps the last of two equal member names, so ``{"sub":"a","sub":"b"}``
+would mean different things to different parsers (RFC 8725 section 2.6). It also
+accepts ``NaN`` and ``Infinity``; none of these are JSON, and all are refused here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class StrictJSONError(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise StrictJSONError(f"duplicate member {key[:64]!r}")
+        obj[key] = value
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise StrictJSONError(f"{name} is not JSON")
+
+
+def loads(data: bytes, *, max_bytes: int, max_depth: int = 32) -> Any:
+    """Parse ``data`` or raise ``StrictJSONError`` (never anything else)."""
+    if len(data) > max_bytes:
+        raise StrictJSONError(f"larger than {max_bytes} bytes")
+    if _nesting(data) > max_depth:
+        raise StrictJSONError(f"nested deeper than {max_depth}")
+    try:
+        text = data.decode("utf-8", errors="strict")
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except StrictJSONError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise StrictJSONError("not valid JSON") from exc
+
+
+def _nesting(data: bytes) -> int:
+    """Upper bound of bracket nesting (brackets inside strings count too: conservative)."""
+    depth = deepest = 0
+    for byte in data:
+        if byte in (0x7B, 0x5B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x7D, 0x5D):
+            depth -= 1
+    return deepest

@@ -1,0 +1,167 @@
+"""``enforcer`` command line (DESIGN.md section 5).
+
+    enforcer serve --policy PATH [--policy PATH ...] [--host H] [--port P] [--admin-port P]
+    enforcer policy validate PATH...
+    enforcer token [--sub S] [--client-id C] [--scope "a b"] [--aud URI]   (development only)
+    enforcer demo                                                          (development only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from enforcer import devissuer
+from enforcer.config import Settings
+from enforcer.observability.logging import configure as configure_logging
+from enforcer.policy.loader import PolicyLoadError, load_policy
+
+EXAMPLE_POLICY = Path("policies/example.yaml")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    return int(args.run(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="enforcer", description="OAuth resource-server proxy for MCP and HTTP APIs")
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy and the admin listener")
+    serve.add_argument("--policy", action="append", required=True, metavar="PATH",
+                       help="policy file or directory (repeatable)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--admin-host", default="127.0.0.1")
+    serve.add_argument("--admin-port", type=int, default=9090)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(run=_serve)
+
+    policy = commands.add_parser("policy", help="work with policy files").add_subparsers(metavar="ACTION")
+    validate = policy.add_parser("validate", help="check policy files; exit 1 listing every problem")
+    validate.add_argument("paths", nargs="+", metavar="PATH")
+    validate.set_defaults(run=_validate)
+
+    token = commands.add_parser("token", help="mint a token from the local dev issuer (development only)")
+    token.add_argument("--sub", default="alice")
+    token.add_argument("--client-id", default="agent-42")
+    token.add_argument("--scope", default="tools:read tools:call")
+    token.add_argument("--aud", default=devissuer.DEFAULT_AUDIENCE)
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument("--dev-dir", type=Path, default=None, help="dev key directory (default .enforcer-dev)")
+    token.set_defaults(run=_token)
+
+    demo = commands.add_parser("demo", help="run the example policy in front of the demo upstream (development)")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--admin-port", type=int, default=9090)
+    demo.add_argument("--upstream-port", type=int, default=9000)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _load_or_report(paths: Sequence[str]):  # type: ignore[no-untyped-def]
+    try:
+        return load_policy(paths)
+    except PolicyLoadError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+        return None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    policy = _load_or_report(args.paths)
+    if policy is None:
+        return 1
+    print(f"ok: {len(policy.files)} file(s), {len(policy.issuers)} issuer(s), "
+          f"{len(policy.resources)} resource(s), policy {policy.version_hash}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    settings = Settings(tuple(args.policy), args.host, args.port, args.admin_host, args.admin_port, args.log_level)
+    policy = _load_or_report(settings.policy_paths)
+    if policy is None:
+        return 1
+    asyncio.run(_run_servers(settings, policy))
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    directory = args.dev_dir or devissuer.default_dev_dir()
+    print(devissuer.mint(directory, sub=args.sub, client_id=args.client_id, scope=args.scope,
+                         audience=args.aud, ttl_seconds=args.ttl))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from enforcer.demo.upstream import echo_app
+
+    configure_logging("info")
+    devissuer.ensure_key(devissuer.default_dev_dir())
+    if not EXAMPLE_POLICY.exists():
+        print(f"run this from the project directory ({EXAMPLE_POLICY} not found)", file=sys.stderr)
+        return 1
+    policy = _load_or_report([str(EXAMPLE_POLICY)])
+    if policy is None:
+        return 1
+    settings = Settings((str(EXAMPLE_POLICY),), "127.0.0.1", args.port, "127.0.0.1", args.admin_port)
+    base = f"http://127.0.0.1:{args.port}"
+    print(f"""
+enforcer demo: {base}/mcp -> demo upstream on 127.0.0.1:{args.upstream_port}
+  curl -i {base}/mcp/hello                                          # 401 + resource_metadata challenge
+  TOKEN=$(.venv/bin/enforcer token --sub alice --client-id agent-42)
+  curl -i -H "Authorization: Bearer $TOKEN" {base}/mcp/hello        # 200, echoed by the upstream
+  curl -i -H "Authorization: Bearer $TOKEN" {base}/mcp/admin/users  # 403, rule block-admin
+  curl -s {base}/.well-known/oauth-protected-resource/mcp           # RFC 9728 metadata
+  curl -s http://127.0.0.1:{args.admin_port}/readyz
+""", flush=True)
+    upstream = uvicorn.Config(echo_app, host="127.0.0.1", port=args.upstream_port, log_level="warning",
+                              lifespan="off")
+    asyncio.run(_run_servers(settings, policy, extra=[upstream]))
+    return 0
+
+
+class _QuietServer(uvicorn.Server):
+    """A server that leaves signal handling to the main one and stops when told."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield
+
+
+async def _run_servers(settings: Settings, policy, extra: Sequence[uvicorn.Config] = ()) -> None:  # type: ignore[no-untyped-def]
+    """Proxy, admin (and demo) listeners in one event loop; SIGINT/SIGTERM stop them all."""
+    from enforcer.admin import create_admin_app
+    from enforcer.app import EnforcerApp
+
+    app = EnforcerApp(policy)
+    common = {"log_level": "warning", "access_log": False, "server_header": False, "date_header": False,
+              "proxy_headers": False}
+    proxy = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", **common))
+    admin = uvicorn.Config(create_admin_app(app), host=settings.admin_host, port=settings.admin_port,
+                           lifespan="off", **common)
+    helpers = [_QuietServer(config) for config in (*extra, admin)]
+    helper_tasks = [asyncio.ensure_future(server.serve()) for server in helpers]
+    try:
+        await proxy.serve()
+    finally:
+        for server in helpers:
+            server.should_exit = True
+        await asyncio.gather(*helper_tasks, return_exceptions=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

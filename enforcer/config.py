@@ -1,0 +1,15 @@
+"""Process settings: where to listen and which policy files to load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    policy_paths: tuple[str, ...]
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 9090
+    log_level: str = "info"

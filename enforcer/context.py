@@ -1,0 +1,88 @@
+"""The frozen records that one request's stages hand to each other.
+
+``RequestInfo`` is what arrived (taken from the ASGI scope before anything is
+rewritten), ``Principal`` is who the verified token says is calling, ``Decision`` is
+what the policy concluded and why. The pipeline, the audit trail and the metrics all
+read these, so they carry no HTTP machinery and can be built by hand in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from enforcer.errors import Reason
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """A request as received at the enforcer."""
+
+    method: str
+    raw_path: bytes
+    query_string: bytes
+    headers: tuple[tuple[bytes, bytes], ...]  # lower-cased names, in arrival order
+    scheme: str = "http"
+    client: str | None = None
+    request_id: str = ""
+
+    def header_values(self, name: bytes) -> list[bytes]:
+        return [value for key, value in self.headers if key == name]
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Verified identity: the agent (``client_id``) acting for ``sub``, per its issuer."""
+
+    issuer_id: str
+    iss: str
+    sub: str
+    client_id: str
+    scopes: frozenset[str]
+    jti: str
+    exp: int
+    token_hash: str  # short sha256 of the token, for logs and audit; never the token
+    act: dict[str, Any] | None = None
+    claims: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class RuleTrace:
+    """How one rule fared: ``matched`` and, when not, the first condition that failed."""
+
+    rule: str
+    effect: str
+    matched: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The policy's answer. ``required_scopes`` is set for ``insufficient_scope``."""
+
+    allowed: bool
+    reason: Reason
+    rule: str | None = None
+    required_scopes: tuple[str, ...] = ()
+    trace: tuple[RuleTrace, ...] = ()
+
+
+@dataclass
+class Outcome:
+    """What happened to one request so far; filled stage by stage, read in the ``finally``
+    that records metrics (and, later, the audit record). Mutable on purpose: a stage that
+    raises still leaves what the earlier stages learned."""
+
+    resource_id: str = ""
+    path: str = ""
+    principal: Principal | None = None
+    decision: Decision | None = None
+    status: int = 0
+    reason: Reason = Reason.INTERNAL_ERROR
+    upstream_status: int | None = None

@@ -1,0 +1,160 @@
+"""The one error hierarchy of the request path, and the reason codes it shares.
+
+Every refusal the enforcer makes is an ``EnforcerError``. The class fixes the HTTP
+status, the OAuth ``error`` code and the stable ``Reason`` that also labels metrics and
+audit records; one handler (``app.py``) turns any of them into a response, so status
+codes and challenges are decided here and nowhere else::
+
+    EnforcerError
+    ├── InvalidRequest        400 invalid_request      (ambiguous path, two Authorization headers, token in query)
+    ├── NoRoute               404 no_route
+    ├── Unauthorized          401 (challenge carries resource_metadata)
+    │   ├── MissingToken      401, no `error` in the challenge (RFC 6750 section 3)
+    │   ├── InvalidToken      401 invalid_token
+    │   └── InvalidSignature  401 invalid_signature
+    ├── Forbidden             403
+    │   ├── InsufficientScope 403 insufficient_scope, scope="<every scope the operation needs>"
+    │   └── AccessDenied      403 access_denied (+ rule id when a rule decided)
+    ├── BodyTooLarge          413
+    ├── UpstreamUnavailable   502
+    └── UpstreamTimeout       504
+
+Descriptions are written for the agent developer who receives them: they say what to
+fix, never echo the token, a key or an upstream detail.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Low-cardinality outcome codes: response bodies, audit records and metric labels."""
+
+    ALLOWED = "allowed"
+    MISSING_TOKEN = "missing_token"
+    INVALID_TOKEN = "invalid_token"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    NO_MATCHING_RULE = "no_matching_rule"
+    DENIED_BY_RULE = "denied_by_rule"
+    INVALID_SIGNATURE = "invalid_signature"
+    INVALID_REQUEST = "invalid_request"
+    NO_ROUTE = "no_route"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    BODY_TOO_LARGE = "body_too_large"
+    INTERNAL_ERROR = "internal_error"
+
+
+class EnforcerError(Exception):
+    """A refusal with a fixed status, OAuth error code and reason."""
+
+    status: int = 500
+    error: str = "server_error"
+    reason: Reason = Reason.INTERNAL_ERROR
+    #: whether the response carries a ``WWW-Authenticate: Bearer`` challenge
+    challenge: bool = False
+
+    def __init__(self, description: str, *, rule: str | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.rule = rule
+
+    def body(self) -> dict[str, str]:
+        """The small JSON body of DESIGN.md section 4 (``rule`` only when a rule decided)."""
+        body = {"error": self.error, "error_description": self.description, "reason": str(self.reason)}
+        if self.rule is not None:
+            body["rule"] = self.rule
+        return body
+
+    def challenge_params(self) -> list[tuple[str, str]]:
+        """Auth-params for the challenge, before ``resource_metadata`` is added."""
+        return [("error", self.error), ("error_description", self.description)]
+
+
+class InvalidRequest(EnforcerError):
+    status = 400
+    error = "invalid_request"
+    reason = Reason.INVALID_REQUEST
+    challenge = True
+
+
+class NoRoute(EnforcerError):
+    status = 404
+    error = "no_route"
+    reason = Reason.NO_ROUTE
+
+
+class Unauthorized(EnforcerError):
+    status = 401
+    challenge = True
+
+
+class MissingToken(Unauthorized):
+    error = "missing_token"
+    reason = Reason.MISSING_TOKEN
+
+    def challenge_params(self) -> list[tuple[str, str]]:
+        # RFC 6750 section 3: no error code when the request carried no credentials.
+        return []
+
+
+class InvalidToken(Unauthorized):
+    error = "invalid_token"
+    reason = Reason.INVALID_TOKEN
+
+
+class InvalidSignature(Unauthorized):
+    error = "invalid_signature"
+    reason = Reason.INVALID_SIGNATURE
+
+
+class Forbidden(EnforcerError):
+    status = 403
+    challenge = True
+
+
+class InsufficientScope(Forbidden):
+    error = "insufficient_scope"
+    reason = Reason.INSUFFICIENT_SCOPE
+
+    def __init__(self, description: str, *, scopes: tuple[str, ...], rule: str | None = None) -> None:
+        super().__init__(description, rule=rule)
+        self.scopes = scopes
+
+    def body(self) -> dict[str, str]:
+        body = super().body()
+        body["scope"] = " ".join(self.scopes)
+        return body
+
+    def challenge_params(self) -> list[tuple[str, str]]:
+        return [("error", self.error), ("scope", " ".join(self.scopes)),
+                ("error_description", self.description)]
+
+
+class AccessDenied(Forbidden):
+    error = "access_denied"
+    reason = Reason.DENIED_BY_RULE
+    challenge = False
+
+    def __init__(self, description: str, *, rule: str | None, reason: Reason) -> None:
+        super().__init__(description, rule=rule)
+        self.reason = reason
+
+
+class BodyTooLarge(EnforcerError):
+    status = 413
+    error = "invalid_request"
+    reason = Reason.BODY_TOO_LARGE
+
+
+class UpstreamUnavailable(EnforcerError):
+    status = 502
+    error = "upstream_unavailable"
+    reason = Reason.UPSTREAM_UNAVAILABLE
+
+
+class UpstreamTimeout(EnforcerError):
+    status = 504
+    error = "upstream_timeout"
+    reason = Reason.UPSTREAM_TIMEOUT

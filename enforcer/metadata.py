@@ -1,0 +1,61 @@
+"""RFC 9728 protected-resource metadata and the ``WWW-Authenticate`` challenges that point to it.
+
+Every URL here is derived from the configured ``resource`` identifier, never from the
+Host or X-Forwarded-Host of a request: a client discards metadata whose ``resource``
+differs from the URL it called, and an attacker-chosen Host must not be able to
+redirect an agent to another authorization server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from enforcer.errors import EnforcerError
+from enforcer.policy.model import Issuer, Resource
+
+WELL_KNOWN = "/.well-known/oauth-protected-resource"
+_UNSAFE_IN_QUOTED = str.maketrans({'"': "'", "\\": "/"})
+
+
+def metadata_path(resource_uri: str) -> str:
+    """Path (and query) of the metadata document, per RFC 9728 section 3.1 path insertion."""
+    parts = urlsplit(resource_uri)
+    path = parts.path.rstrip("/") if parts.path != "/" else ""
+    return WELL_KNOWN + path + (f"?{parts.query}" if parts.query else "")
+
+
+def metadata_url(resource_uri: str) -> str:
+    parts = urlsplit(resource_uri)
+    return f"{parts.scheme}://{parts.netloc}{metadata_path(resource_uri)}"
+
+
+def metadata_document(resource: Resource, issuers: dict[str, Issuer]) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "resource": resource.resource,
+        "authorization_servers": [issuers[i].issuer for i in resource.issuers],
+        "bearer_methods_supported": ["header"],
+        "resource_name": resource.resource_name or resource.id,
+    }
+    scopes = [s for s in resource.scopes_supported if s != "offline_access"]
+    if scopes:
+        document["scopes_supported"] = scopes
+    return document
+
+
+def challenge(error: EnforcerError, resource: Resource | None) -> str:
+    """``Bearer k="v", ...`` for ``error``; ``resource_metadata`` whenever a resource is known."""
+    params = list(error.challenge_params())
+    if resource is not None:
+        params.append(("resource_metadata", metadata_url(resource.resource)))
+        if not params[:-1] and resource.scopes_supported:
+            # no credentials sent: tell the client which scopes to ask for (MCP scope selection)
+            params.append(("scope", " ".join(s for s in resource.scopes_supported if s != "offline_access")))
+    rendered = ", ".join(f'{name}="{_quoted(value)}"' for name, value in params)
+    return "Bearer" + (" " + rendered if rendered else "")
+
+
+def _quoted(value: str) -> str:
+    """RFC 6750 section 3 forbids '"' and '\\' in these values; keep them printable ASCII."""
+    cleaned = value.translate(_UNSAFE_IN_QUOTED)
+    return "".join(ch if 0x20 <= ord(ch) < 0x7F else "?" for ch in cleaned)

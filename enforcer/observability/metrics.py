@@ -1,0 +1,39 @@
+"""Every Prometheus metric the enforcer exports, defined in this one module.
+
+Labels are low-cardinality by construction: resource ids from the policy and reason
+codes from ``errors.Reason``; never a subject, client id, path or address.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from enforcer.errors import Reason
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "enforcer_requests_total", "Requests by resource, decision and reason.",
+            ["resource", "decision", "reason"], registry=self.registry,
+        )
+        self.duration = Histogram(
+            "enforcer_request_duration_seconds", "Time from request start to the end of the response.",
+            ["resource"], registry=self.registry,
+        )
+        self.inflight = Gauge("enforcer_inflight_requests", "Requests in progress.", registry=self.registry)
+        self.jwks_keys = Gauge("enforcer_jwks_keys", "Usable keys per issuer.", ["issuer"], registry=self.registry)
+        self._children: dict[tuple[str, str, str], object] = {}
+
+    def preinitialise(self, resource_ids: list[str]) -> None:
+        for resource in resource_ids:
+            self.duration.labels(resource)
+            self.requests.labels(resource, "allow", Reason.ALLOWED)
+            for reason in Reason:
+                if reason is not Reason.ALLOWED:
+                    self.requests.labels(resource, "deny", reason)
+
+    def observe(self, resource: str, allowed: bool, reason: Reason, seconds: float) -> None:
+        self.requests.labels(resource or "none", "allow" if allowed else "deny", reason).inc()
+        self.duration.labels(resource or "none").observe(seconds)

@@ -1,0 +1,72 @@
+"""Stages 2-8 of a request (DESIGN.md section 1), in order, without HTTP machinery.
+
+``Pipeline.authorize`` takes what arrived and either returns an ``Authorized`` request,
+ready to forward, or raises the ``EnforcerError`` that ends it. It records what each
+stage learned in the caller's ``Outcome`` so the response, the metrics and the audit
+trail agree even when a later stage refuses. Later stages (request signatures, MCP body
+inspection) slot in between token verification and the policy decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from enforcer.auth.extract import bearer_token
+from enforcer.auth.tokens import TokenVerifier
+from enforcer.context import Decision, Outcome, Principal, RequestInfo
+from enforcer.errors import AccessDenied, InsufficientScope, NoRoute, Reason
+from enforcer.policy.engine import Operation, ResourcePolicy
+from enforcer.policy.loader import Policy
+from enforcer.routing import Route, Router, clean_path
+
+
+@dataclass(frozen=True)
+class Authorized:
+    route: Route
+    path: str
+    principal: Principal
+    decision: Decision
+
+
+class Pipeline:
+    def __init__(self, policy: Policy, verifier: TokenVerifier) -> None:
+        self.policy = policy
+        self.router = Router(policy.resources)
+        self.verifier = verifier
+        self.rules = {r.id: ResourcePolicy(r.rules) for r in policy.resources}
+
+    def route(self, request: RequestInfo, outcome: Outcome) -> Route:
+        """Stages 2-3: an unambiguous path, then the resource that owns it."""
+        path = clean_path(request.raw_path)
+        outcome.path = path
+        host = (request.header(b"host") or b"").decode("latin-1")
+        route = self.router.route(host, path)
+        if route is None:
+            raise NoRoute("no protected resource is served at this path")
+        outcome.resource_id = route.resource.id
+        return route
+
+    async def authorize(self, request: RequestInfo, outcome: Outcome) -> Authorized:
+        route = self.route(request, outcome)
+        resource = route.resource
+        token = bearer_token(request)
+        principal = await self.verifier.verify(token, resource.issuers, resource.resource)
+        outcome.principal = principal
+        decision = self.rules[resource.id].decide(principal, Operation(request.method, outcome.path))
+        outcome.decision = decision
+        raise_for_decision(decision)
+        return Authorized(route, outcome.path, principal, decision)
+
+
+def raise_for_decision(decision: Decision) -> None:
+    """Turn a refusal into its error; an allow returns quietly."""
+    if decision.allowed:
+        return
+    if decision.reason is Reason.INSUFFICIENT_SCOPE:
+        raise InsufficientScope(
+            "the token lacks scopes this operation requires; request a token with every listed scope",
+            scopes=decision.required_scopes, rule=decision.rule,
+        )
+    if decision.reason is Reason.DENIED_BY_RULE:
+        raise AccessDenied(f"denied by policy rule {decision.rule}", rule=decision.rule, reason=decision.reason)
+    raise AccessDenied("no policy rule allows this request", rule=None, reason=decision.reason)

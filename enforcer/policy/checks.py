@@ -1,0 +1,178 @@
+"""Checks on the meaning of well-shaped policy files, across all files at once.
+
+Each check yields located ``PolicyProblem``s; none stops at the first. These are the
+mistakes that would otherwise fail open or fail confusingly at run time: unsafe
+algorithms, two key sources, a resource trusting an issuer nobody defined, an insecure
+JWKS URL, two resources claiming the same route, or a condition the engine cannot yet
+evaluate (an ignored condition would widen a rule).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from enforcer.policy.loader import PolicyProblem, SourceFile, field_path, position
+from enforcer.policy.model import ASYMMETRIC_ALGORITHMS, Issuer, Resource, Rule
+
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+_METHOD = re.compile(r"^[A-Z]+$")
+_UNSUPPORTED = "is not supported by this version of the enforcer; remove it (it is never ignored)"
+
+
+def check_sources(sources: Sequence[SourceFile]) -> list[PolicyProblem]:
+    problems: list[PolicyProblem] = []
+    known_issuers = {i.id for s in sources for i in s.model.issuers}
+    seen_issuers: set[str] = set()
+    seen_resources: set[str] = set()
+    seen_routes: set[tuple[str | None, str]] = set()
+    for source in sources:
+        def report(loc: tuple[Any, ...], code: str, message: str, source: SourceFile = source) -> None:
+            line, col = position(source.tree, loc)
+            problems.append(PolicyProblem(source.path, line, col, code, f"{field_path(loc)}: {message}"))
+
+        for i, issuer in enumerate(source.model.issuers):
+            loc = ("issuers", i)
+            if issuer.id in seen_issuers:
+                report((*loc, "id"), "duplicate_id", f"issuer id {issuer.id!r} is defined twice")
+            seen_issuers.add(issuer.id)
+            for sub, code, message in _issuer_problems(issuer):
+                report((*loc, *sub), code, message)
+        for r, resource in enumerate(source.model.resources):
+            loc = ("resources", r)
+            if resource.id in seen_resources:
+                report((*loc, "id"), "duplicate_id", f"resource id {resource.id!r} is defined twice")
+            seen_resources.add(resource.id)
+            route = (resource.match.host.lower() if resource.match.host else None,
+                     resource.match.path_prefix.rstrip("/") or "/")
+            if route in seen_routes:
+                report((*loc, "match"), "duplicate_route", "another resource already has this host and path_prefix")
+            seen_routes.add(route)
+            for sub, code, message in _resource_problems(resource, known_issuers):
+                report((*loc, *sub), code, message)
+    return problems
+
+
+Found = Iterator[tuple[tuple[Any, ...], str, str]]
+
+
+def _issuer_problems(issuer: Issuer) -> Found:
+    sources = [k for k in ("jwks_uri", "jwks_file", "discovery") if getattr(issuer, k)]
+    if len(sources) != 1:
+        yield (), "key_source", "give exactly one of jwks_uri, jwks_file or discovery: true"
+    if not issuer.algorithms:
+        yield ("algorithms",), "invalid_value", "list at least one algorithm"
+    for a, alg in enumerate(issuer.algorithms):
+        if alg.lower() == "none" or alg.upper().startswith("HS"):
+            yield ("algorithms", a), "unsafe_algorithm", f"{alg!r} is never accepted for access tokens"
+        elif alg not in ASYMMETRIC_ALGORITHMS:
+            allowed = ", ".join(sorted(ASYMMETRIC_ALGORITHMS))
+            yield ("algorithms", a), "unknown_algorithm", f"{alg!r} is not one of {allowed}"
+    if not issuer.token_types:
+        yield ("token_types",), "invalid_value", "list at least one token type"
+    if issuer.jwks_min_cache_seconds > issuer.jwks_max_cache_seconds:
+        yield ("jwks_min_cache_seconds",), "invalid_value", "must not exceed jwks_max_cache_seconds"
+    if issuer.jwks_uri is not None and (msg := _secure_url_problem(issuer.jwks_uri)):
+        yield ("jwks_uri",), "insecure_url", msg
+    if issuer.discovery and (msg := _secure_url_problem(issuer.issuer)):
+        yield ("issuer",), "insecure_url", "discovery needs " + msg
+
+
+def _resource_problems(resource: Resource, known_issuers: set[str]) -> Found:
+    if msg := _resource_identifier_problem(resource.resource):
+        yield ("resource",), "invalid_value", msg
+    if msg := _upstream_problem(resource.upstream):
+        yield ("upstream",), "invalid_value", msg
+    if resource.public_origin is not None and (msg := _origin_problem(resource.public_origin)):
+        yield ("public_origin",), "invalid_value", msg
+    prefix = resource.match.path_prefix
+    if not prefix.startswith("/") or "*" in prefix or "%" in prefix or "/." in prefix:
+        yield ("match", "path_prefix"), "invalid_value", "must be a plain absolute path such as /mcp"
+    if not resource.issuers:
+        yield ("issuers",), "invalid_value", "list at least one issuer id"
+    for i, issuer_id in enumerate(resource.issuers):
+        if issuer_id not in known_issuers:
+            yield ("issuers", i), "unknown_issuer", f"no issuer has id {issuer_id!r}"
+    for s, scope in enumerate(resource.scopes_supported):
+        if not _SCOPE_TOKEN.match(scope):
+            yield ("scopes_supported", s), "invalid_value", f"{scope!r} is not a valid scope token"
+    if resource.signatures is not None:
+        yield ("signatures",), "unsupported", "request signatures " + _UNSUPPORTED
+    seen_rules: set[str] = set()
+    for r, rule in enumerate(resource.rules):
+        if rule.id in seen_rules:
+            yield ("rules", r, "id"), "duplicate_id", f"rule id {rule.id!r} is used twice in this resource"
+        seen_rules.add(rule.id)
+        for sub, code, message in _rule_problems(rule):
+            yield ("rules", r, *sub), code, message
+
+
+def _rule_problems(rule: Rule) -> Found:
+    if rule.mcp is not None:
+        yield ("mcp",), "unsupported", "the mcp condition " + _UNSUPPORTED
+    for name in ("client_ids", "subjects", "paths", "methods", "scopes"):
+        values = getattr(rule, name)
+        if values is not None and not values:
+            yield (name,), "invalid_value", "an empty list matches nothing; remove the key to match anything"
+        for v, value in enumerate(values or ()):
+            if not value:
+                yield (name, v), "invalid_value", "empty string"
+    for m, method in enumerate(rule.methods or ()):
+        if not _METHOD.match(method):
+            yield ("methods", m), "invalid_value", f"{method!r} is not an upper-case HTTP method"
+    for s, scope in enumerate(rule.scopes or ()):
+        if scope and not _SCOPE_TOKEN.match(scope):
+            yield ("scopes", s), "invalid_value", f"{scope!r} is not a valid scope token"
+    for p, path in enumerate(rule.paths or ()):
+        if path and not path.startswith(("/", "*")):
+            yield ("paths", p), "invalid_value", f"{path!r} must start with / (or be *)"
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _secure_url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return None
+    return "an https URL (http only for loopback hosts)"
+
+
+def _resource_identifier_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return "must be an absolute https URL (RFC 8707)"
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        return "must use https (http only for loopback hosts)"
+    if parts.fragment or "#" in url:
+        return "must not contain a fragment"
+    return None
+
+
+def _upstream_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an absolute http(s) URL"
+    if parts.query or parts.fragment:
+        return "must not contain a query or fragment"
+    return None
+
+
+def _origin_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        return "must be scheme://host[:port] with no path"
+    return None

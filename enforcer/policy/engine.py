@@ -1,0 +1,105 @@
+"""The authorization decision: deny-overrides, then allow, otherwise deny.
+
+Combining algorithm, for the rules of one resource, in file order:
+
+1. A rule *applies* when every condition it states holds; an absent condition holds
+   for anything. ``scopes`` is all-of: every listed scope must be granted.
+2. If any applying rule has ``effect: deny``, the request is denied by the first such
+   rule (``denied_by_rule``, its id in the answer). Deny always wins.
+3. Otherwise, if any applying rule has ``effect: allow``, the first one allows.
+4. Otherwise, if an allow rule would have applied but for its ``scopes`` condition, the
+   answer is ``insufficient_scope`` listing **every** scope that rule requires (the MCP
+   step-up rule: one challenge with the full set, not only the missing ones).
+5. Otherwise the default: deny with ``no_matching_rule``.
+
+Every evaluation returns a per-rule trace, so ``policy explain`` and debug logs can
+say which condition failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from enforcer.context import Decision, Principal, RuleTrace
+from enforcer.errors import Reason
+from enforcer.policy.conditions import GlobSet
+from enforcer.policy.model import Rule
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the caller asks to do, as the engine sees it (decoded path, upper-case method)."""
+
+    method: str
+    path: str
+
+
+Check = Callable[[Principal, Operation], bool]
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    id: str
+    deny: bool
+    checks: tuple[tuple[str, Check], ...]  # (description, predicate), cheap ones first
+    scopes: frozenset[str]
+    scope_list: tuple[str, ...]
+
+    @classmethod
+    def compile(cls, rule: Rule) -> CompiledRule:
+        checks: list[tuple[str, Check]] = []
+        if rule.methods is not None:
+            methods = frozenset(rule.methods)
+            checks.append((f"method not in [{', '.join(rule.methods)}]", lambda p, op: op.method in methods))
+        if rule.client_ids is not None:
+            clients = GlobSet.compile(rule.client_ids)
+            checks.append((f"client_id not in [{clients}]", lambda p, op: clients.matches(p.client_id)))
+        if rule.subjects is not None:
+            subjects = GlobSet.compile(rule.subjects)
+            checks.append((f"sub not in [{subjects}]", lambda p, op: subjects.matches(p.sub)))
+        if rule.paths is not None:
+            paths = GlobSet.compile(rule.paths)
+            checks.append((f"path not in [{paths}]", lambda p, op: paths.matches(op.path)))
+        scopes = tuple(rule.scopes or ())
+        return cls(rule.id, rule.effect == "deny", tuple(checks), frozenset(scopes), scopes)
+
+    def evaluate(self, principal: Principal, op: Operation) -> tuple[bool, bool, str]:
+        """(conditions other than scopes hold, scopes hold, why not)."""
+        for description, check in self.checks:
+            if not check(principal, op):
+                return False, False, description
+        missing = self.scopes - principal.scopes
+        if missing:
+            return True, False, f"missing scopes [{', '.join(sorted(missing))}]"
+        return True, True, "all conditions hold"
+
+
+class ResourcePolicy:
+    """The compiled rules of one resource."""
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self.rules = tuple(CompiledRule.compile(rule) for rule in rules)
+
+    def decide(self, principal: Principal, op: Operation) -> Decision:
+        trace: list[RuleTrace] = []
+        first_allow: CompiledRule | None = None
+        first_scope_gap: CompiledRule | None = None
+        for rule in self.rules:
+            others_hold, scopes_hold, detail = rule.evaluate(principal, op)
+            applies = others_hold and scopes_hold
+            trace.append(RuleTrace(rule.id, "deny" if rule.deny else "allow", applies, detail))
+            if not applies:
+                if others_hold and not rule.deny and first_scope_gap is None:
+                    first_scope_gap = rule
+                continue
+            if rule.deny:
+                return Decision(False, Reason.DENIED_BY_RULE, rule.id, trace=tuple(trace))
+            if first_allow is None:
+                first_allow = rule
+        if first_allow is not None:
+            return Decision(True, Reason.ALLOWED, first_allow.id, trace=tuple(trace))
+        if first_scope_gap is not None:
+            return Decision(False, Reason.INSUFFICIENT_SCOPE, first_scope_gap.id,
+                            required_scopes=first_scope_gap.scope_list, trace=tuple(trace))
+        return Decision(False, Reason.NO_MATCHING_RULE, trace=tuple(trace))

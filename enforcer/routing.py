@@ -1,0 +1,81 @@
+"""Choose the resource for a request and turn its raw path into an unambiguous one.
+
+Paths are checked before any rule sees them. An encoded slash or backslash, a NUL, an
+empty or dot segment (also when percent-encoded) would let the policy and the upstream
+read the same bytes as two different paths, which is how path-based rules get bypassed;
+such requests are answered 400 and never forwarded. What remains decodes to exactly
+one path, which both the rules and the forwarded request use.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, unquote_to_bytes
+
+from enforcer.errors import InvalidRequest
+from enforcer.policy.model import Resource
+
+_FORBIDDEN_ESCAPES = re.compile(rb"%(?:2[fF]|5[cC]|00|25)")
+_BAD_HEX = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_SAFE_PATH_CHARS = "/:@!$&'()*+,;=-._~"
+MAX_PATH_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class Route:
+    resource: Resource
+    prefix: str
+    host: str | None
+
+    def matches(self, host: str, path: str) -> bool:
+        if self.host is not None and self.host != host:
+            return False
+        return self.prefix == "/" or path == self.prefix or path.startswith(self.prefix + "/")
+
+
+class Router:
+    """Longest ``path_prefix`` wins; for the same prefix a resource with ``host`` wins."""
+
+    def __init__(self, resources: tuple[Resource, ...]) -> None:
+        routes = [
+            Route(r, r.match.path_prefix.rstrip("/") or "/", r.match.host.lower() if r.match.host else None)
+            for r in resources
+        ]
+        self.routes = sorted(routes, key=lambda rt: (len(rt.prefix), rt.host is not None), reverse=True)
+
+    def route(self, host: str, path: str) -> Route | None:
+        host = host.lower()
+        for route in self.routes:
+            if route.matches(host, path):
+                return route
+        return None
+
+
+def clean_path(raw_path: bytes) -> str:
+    """Decode ``raw_path`` once, or raise ``InvalidRequest`` when it is ambiguous."""
+    if len(raw_path) > MAX_PATH_BYTES:
+        raise InvalidRequest(f"the path is longer than {MAX_PATH_BYTES} bytes")
+    if not raw_path.startswith(b"/"):
+        raise InvalidRequest("the request target must be an absolute path")
+    if _FORBIDDEN_ESCAPES.search(raw_path) or _BAD_HEX.search(raw_path):
+        raise InvalidRequest("the path contains an encoded '/', '\\', '%' or NUL; send it unencoded or not at all")
+    decoded = unquote_to_bytes(raw_path)
+    if any(b < 0x20 or b == 0x7F for b in decoded) or b"\\" in decoded:
+        raise InvalidRequest("the path contains control characters or a backslash")
+    segments = decoded.split(b"/")[1:]
+    if any(seg in (b".", b"..") for seg in segments) or b"" in segments[:-1]:
+        raise InvalidRequest("the path contains '.', '..' or empty segments; send the normalised path")
+    try:
+        return decoded.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("the path is not valid UTF-8 after percent-decoding") from exc
+
+
+def upstream_path(base_path: str, prefix: str, path: str) -> str:
+    """Map ``/prefix/rest`` to ``base_path/rest``, re-encoded for the wire."""
+    rest = path[len(prefix):] if prefix != "/" else path
+    if rest and not rest.startswith("/"):
+        rest = "/" + rest
+    joined = base_path.rstrip("/") + rest
+    return quote(joined or "/", safe=_SAFE_PATH_CHARS)
