@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,7 +144,13 @@ class _QuietServer(uvicorn.Server):
 
 
 async def _run_servers(settings: Settings, policy, extra: Sequence[uvicorn.Config] = ()) -> None:  # type: ignore[no-untyped-def]
-    """Proxy, admin (and demo) listeners in one event loop; SIGINT/SIGTERM stop them all."""
+    """Proxy, admin (and demo) listeners in one event loop; SIGINT/SIGTERM stop them all.
+
+    uvicorn re-raises the stop signal after its graceful shutdown; the no-op handlers
+    installed here receive it, so a clean stop exits 0 instead of dying by the signal.
+    """
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda *_: None)
     from enforcer.admin import create_admin_app
     from enforcer.app import EnforcerApp
 

@@ -1,0 +1,102 @@
+"""The README walkthrough through the real command line: serve, token, validate."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from enforcer.demo.upstream import echo_app
+from tests.support import free_port, serving
+
+ROOT = Path(__file__).resolve().parent.parent
+ENFORCER = [sys.executable, "-m", "enforcer.cli"]
+
+
+def _example_policy(tmp_path: Path, upstream_port: int) -> Path:
+    """policies/example.yaml with the demo upstream moved to a free port and the dev JWKS in tmp_path."""
+    text = (ROOT / "policies" / "example.yaml").read_text()
+    text = text.replace("http://127.0.0.1:9000/mcp", f"http://127.0.0.1:{upstream_port}/mcp")
+    text = text.replace("../.enforcer-dev/jwks.json", str(tmp_path / "dev" / "jwks.json"))
+    path = tmp_path / "example.yaml"
+    path.write_text(text)
+    return path
+
+
+def _token(tmp_path: Path, *args: str) -> str:
+    result = subprocess.run([*ENFORCER, "token", "--dev-dir", str(tmp_path / "dev"), *args],
+                            capture_output=True, text=True, check=True, cwd=ROOT)
+    return result.stdout.strip()
+
+
+def _wait_ready(admin: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else "enforcer exited"
+        try:
+            if httpx.get(f"{admin}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("enforcer did not become ready")
+
+
+def test_serve_example_policy_401_200_403(tmp_path: Path) -> None:
+    token = _token(tmp_path)  # creates the dev key and JWKS, as `make run` does
+    assert (tmp_path / "dev" / "jwks.json").exists()
+    assert oct((tmp_path / "dev" / "issuer-key.json").stat().st_mode & 0o777) == "0o600"
+    with serving(echo_app, lifespan="off") as upstream:
+        policy = _example_policy(tmp_path, upstream.port)
+        port, admin_port = free_port(), free_port()
+        process = subprocess.Popen([*ENFORCER, "serve", "--policy", str(policy), "--port", str(port),
+                                    "--admin-port", str(admin_port)], cwd=ROOT, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _wait_ready(f"http://127.0.0.1:{admin_port}", process)
+            base = f"http://127.0.0.1:{port}"
+            missing = httpx.get(f"{base}/mcp/hello")
+            assert missing.status_code == 401
+            assert missing.headers["www-authenticate"].startswith(
+                'Bearer resource_metadata="http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp"')
+            ok = httpx.get(f"{base}/mcp/hello", headers={"authorization": f"Bearer {token}"})
+            assert ok.status_code == 200, ok.text
+            assert ok.json()["identity"]["x-enforcer-sub"] == "alice"
+            assert ok.json()["saw_authorization"] is False
+            denied = httpx.get(f"{base}/mcp/admin/users", headers={"authorization": f"Bearer {token}"})
+            assert denied.status_code == 403 and denied.json()["rule"] == "block-admin"
+            other_agent = _token(tmp_path, "--client-id", "agent-7")
+            call = httpx.post(f"{base}/mcp", headers={"authorization": f"Bearer {other_agent}"}, json={})
+            assert call.status_code == 403 and call.json()["reason"] == "no_matching_rule"
+            metadata = httpx.get(f"{base}/.well-known/oauth-protected-resource/mcp").json()
+            assert metadata["resource"] == "http://127.0.0.1:8080/mcp"
+            assert metadata["authorization_servers"] == ["https://dev-issuer.enforcer.invalid"]
+            assert httpx.get(f"http://127.0.0.1:{admin_port}/healthz").status_code == 200
+        finally:
+            process.terminate()
+            _, stderr = process.communicate(timeout=15)
+        assert process.returncode == 0, stderr
+        assert token not in stderr  # the token never reaches a log line
+
+
+def test_serve_refuses_broken_policy_with_located_errors(tmp_path: Path) -> None:
+    policy = tmp_path / "bad.yaml"
+    policy.write_text("version: 1\nissuers:\n  - id: a\n    issuer: https://a.test\n    algorithms: [none]\n")
+    result = subprocess.run([*ENFORCER, "serve", "--policy", str(policy), "--port", str(free_port())],
+                            capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert result.returncode == 1
+    assert f"{policy}:3:5: key_source:" in result.stderr
+    assert f"{policy}:5:18: unsafe_algorithm:" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["policy", "validate", "policies/"], ["policy", "validate", "policies/example.yaml"]])
+def test_shipped_policies_validate(args: list[str]) -> None:
+    result = subprocess.run([*ENFORCER, *args], capture_output=True, text=True, cwd=ROOT, timeout=30,
+                            env={**os.environ})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: 1 file(s)")
