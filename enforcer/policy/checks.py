@@ -20,37 +20,47 @@ from enforcer.policy.model import ASYMMETRIC_ALGORITHMS, Issuer, Resource, Rule
 
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 _METHOD = re.compile(r"^[A-Z]+$")
-_UNSUPPORTED = "is not supported by this version of the enforcer; remove it (it is never ignored)"
+_UNSUPPORTED = "cannot be enforced by this version of the enforcer; the policy is refused rather than run without it"
 
 
-def check_sources(sources: Sequence[SourceFile]) -> list[PolicyProblem]:
+def check_sources(sources: Sequence[SourceFile], *, complete: bool = True) -> list[PolicyProblem]:
+    """All semantic problems of ``sources``; ``complete`` is false when some files failed to
+    parse, and then references to issuer ids are not checked (their target may be there)."""
     problems: list[PolicyProblem] = []
-    known_issuers = {i.id for s in sources for i in s.model.issuers}
-    seen_issuers: set[str] = set()
-    seen_resources: set[str] = set()
-    seen_routes: set[tuple[str | None, str]] = set()
+    known_issuers = {i.id for s in sources for i in s.model.issuers} if complete else None
+    seen_issuers: dict[str, str] = {}  # id -> where it was first defined
+    seen_resources: dict[str, str] = {}
+    seen_routes: dict[tuple[str | None, str], str] = {}  # (host, prefix) -> resource id
     for source in sources:
         def report(loc: tuple[Any, ...], code: str, message: str, source: SourceFile = source) -> None:
             line, col = position(source.tree, loc)
             problems.append(PolicyProblem(source.path, line, col, code, f"{field_path(loc)}: {message}"))
 
+        def where(loc: tuple[Any, ...], source: SourceFile = source) -> str:
+            line, col = position(source.tree, loc)
+            return f"{source.path}:{line}:{col}"
+
         for i, issuer in enumerate(source.model.issuers):
             loc = ("issuers", i)
             if issuer.id in seen_issuers:
-                report((*loc, "id"), "duplicate_id", f"issuer id {issuer.id!r} is defined twice")
-            seen_issuers.add(issuer.id)
+                report((*loc, "id"), "duplicate_id", f"issuer id {issuer.id!r} is already defined at "
+                       f"{seen_issuers[issuer.id]}")
+            seen_issuers.setdefault(issuer.id, where((*loc, "id")))
             for sub, code, message in _issuer_problems(issuer):
                 report((*loc, *sub), code, message)
         for r, resource in enumerate(source.model.resources):
             loc = ("resources", r)
             if resource.id in seen_resources:
-                report((*loc, "id"), "duplicate_id", f"resource id {resource.id!r} is defined twice")
-            seen_resources.add(resource.id)
-            route = (resource.match.host.lower() if resource.match.host else None,
-                     resource.match.path_prefix.rstrip("/") or "/")
+                report((*loc, "id"), "duplicate_id", f"resource id {resource.id!r} is already defined at "
+                       f"{seen_resources[resource.id]}")
+            seen_resources.setdefault(resource.id, where((*loc, "id")))
+            host, prefix = resource.match.host, resource.match.path_prefix.rstrip("/") or "/"
+            route = (host.lower() if host else None, prefix)
             if route in seen_routes:
-                report((*loc, "match"), "duplicate_route", "another resource already has this host and path_prefix")
-            seen_routes.add(route)
+                served = f"path_prefix {prefix}, " + (f"host {host}" if host else "any host")
+                report((*loc, "match"), "duplicate_route",
+                       f"resource {seen_routes[route]!r} already serves this route ({served})")
+            seen_routes.setdefault(route, resource.id)
             for sub, code, message in _resource_problems(resource, known_issuers):
                 report((*loc, *sub), code, message)
     return problems
@@ -62,7 +72,8 @@ Found = Iterator[tuple[tuple[Any, ...], str, str]]
 def _issuer_problems(issuer: Issuer) -> Found:
     sources = [k for k in ("jwks_uri", "jwks_file", "discovery") if getattr(issuer, k)]
     if len(sources) != 1:
-        yield (), "key_source", "give exactly one of jwks_uri, jwks_file or discovery: true"
+        found = ", ".join(sources) if sources else "none"
+        yield (), "key_source", f"give exactly one of jwks_uri, jwks_file or discovery: true (found {found})"
     if not issuer.algorithms:
         yield ("algorithms",), "invalid_value", "list at least one algorithm"
     for a, alg in enumerate(issuer.algorithms):
@@ -70,18 +81,21 @@ def _issuer_problems(issuer: Issuer) -> Found:
             yield ("algorithms", a), "unsafe_algorithm", f"{alg!r} is never accepted for access tokens"
         elif alg not in ASYMMETRIC_ALGORITHMS:
             allowed = ", ".join(sorted(ASYMMETRIC_ALGORITHMS))
-            yield ("algorithms", a), "unknown_algorithm", f"{alg!r} is not one of {allowed}"
+            hint = next((f" (names are case-sensitive: {known!r})" for known in sorted(ASYMMETRIC_ALGORITHMS)
+                         if known.lower() == alg.lower()), "")
+            yield ("algorithms", a), "unknown_algorithm", f"{alg!r} is not one of {allowed}{hint}"
     if not issuer.token_types:
         yield ("token_types",), "invalid_value", "list at least one token type"
     if issuer.jwks_min_cache_seconds > issuer.jwks_max_cache_seconds:
         yield ("jwks_min_cache_seconds",), "invalid_value", "must not exceed jwks_max_cache_seconds"
     if issuer.jwks_uri is not None and (msg := _secure_url_problem(issuer.jwks_uri)):
         yield ("jwks_uri",), "insecure_url", msg
-    if issuer.discovery and (msg := _secure_url_problem(issuer.issuer)):
-        yield ("issuer",), "insecure_url", "discovery needs " + msg
+    if issuer.discovery and _secure_url_problem(issuer.issuer):
+        yield ("issuer",), "insecure_url", \
+            "discovery: true needs an https issuer (plain http is accepted only for loopback hosts)"
 
 
-def _resource_problems(resource: Resource, known_issuers: set[str]) -> Found:
+def _resource_problems(resource: Resource, known_issuers: set[str] | None) -> Found:
     if msg := _resource_identifier_problem(resource.resource):
         yield ("resource",), "invalid_value", msg
     if msg := _upstream_problem(resource.upstream):
@@ -90,17 +104,18 @@ def _resource_problems(resource: Resource, known_issuers: set[str]) -> Found:
         yield ("public_origin",), "invalid_value", msg
     prefix = resource.match.path_prefix
     if not prefix.startswith("/") or "*" in prefix or "%" in prefix or "/." in prefix:
-        yield ("match", "path_prefix"), "invalid_value", "must be a plain absolute path such as /mcp"
+        yield ("match", "path_prefix"), "invalid_value", \
+            f"{prefix!r} must be a plain absolute path such as /mcp (no *, %-escapes or dot segments)"
     if not resource.issuers:
         yield ("issuers",), "invalid_value", "list at least one issuer id"
     for i, issuer_id in enumerate(resource.issuers):
-        if issuer_id not in known_issuers:
+        if known_issuers is not None and issuer_id not in known_issuers:
             yield ("issuers", i), "unknown_issuer", f"no issuer has id {issuer_id!r}"
     for s, scope in enumerate(resource.scopes_supported):
         if not _SCOPE_TOKEN.match(scope):
             yield ("scopes_supported", s), "invalid_value", f"{scope!r} is not a valid scope token"
     if resource.signatures is not None:
-        yield ("signatures",), "unsupported", "request signatures " + _UNSUPPORTED
+        yield ("signatures",), "unsupported", "request signatures (RFC 9421) " + _UNSUPPORTED
     seen_rules: set[str] = set()
     for r, rule in enumerate(resource.rules):
         if rule.id in seen_rules:
@@ -119,7 +134,7 @@ def _rule_problems(rule: Rule) -> Found:
             yield (name,), "invalid_value", "an empty list matches nothing; remove the key to match anything"
         for v, value in enumerate(values or ()):
             if not value:
-                yield (name, v), "invalid_value", "empty string"
+                yield (name, v), "invalid_value", "an empty string is not a valid value"
     for m, method in enumerate(rule.methods or ()):
         if not _METHOD.match(method):
             yield ("methods", m), "invalid_value", f"{method!r} is not an upper-case HTTP method"
@@ -148,7 +163,7 @@ def _secure_url_problem(url: str) -> str | None:
         return None
     if parts.scheme == "http" and is_loopback_host(parts.hostname):
         return None
-    return "an https URL (http only for loopback hosts)"
+    return "must be an https URL (plain http is accepted only for loopback hosts)"
 
 
 def _resource_identifier_problem(url: str) -> str | None:
@@ -156,7 +171,7 @@ def _resource_identifier_problem(url: str) -> str | None:
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return "must be an absolute https URL (RFC 8707)"
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        return "must use https (http only for loopback hosts)"
+        return "must use https (plain http is accepted only for loopback hosts)"
     if parts.fragment or "#" in url:
         return "must not contain a fragment"
     return None

@@ -24,7 +24,8 @@ class GlobSet:
     def compile(cls, patterns: Iterable[str]) -> GlobSet:
         patterns = tuple(patterns)
         alternatives = "|".join(".*".join(re.escape(part) for part in p.split("*")) for p in patterns)
-        return cls(patterns, re.compile(f"(?:{alternatives})\\Z", re.DOTALL))
+        # No patterns match nothing (``(?:)`` alone would match the empty string).
+        return cls(patterns, re.compile(f"(?:{alternatives})\\Z" if patterns else "(?!)", re.DOTALL))
 
     def matches(self, value: str) -> bool:
         return self._regex.match(value) is not None
