@@ -31,6 +31,7 @@ def check_sources(sources: Sequence[SourceFile], *, complete: bool = True) -> li
     seen_issuers: dict[str, str] = {}  # id -> where it was first defined
     seen_resources: dict[str, str] = {}
     seen_routes: dict[tuple[str | None, str], str] = {}  # (host, prefix) -> resource id
+    seen_identifiers: dict[str, str] = {}  # resource identifier -> resource id
     for source in sources:
         def report(loc: tuple[Any, ...], code: str, message: str, source: SourceFile = source) -> None:
             line, col = position(source.tree, loc)
@@ -61,6 +62,12 @@ def check_sources(sources: Sequence[SourceFile], *, complete: bool = True) -> li
                 report((*loc, "match"), "duplicate_route",
                        f"resource {seen_routes[route]!r} already serves this route ({served})")
             seen_routes.setdefault(route, resource.id)
+            if resource.resource in seen_identifiers:
+                # one identifier = one audience and one metadata document; two resources
+                # sharing it would accept each other's tokens
+                report((*loc, "resource"), "duplicate_resource",
+                       f"resource {seen_identifiers[resource.resource]!r} already uses this identifier")
+            seen_identifiers.setdefault(resource.resource, resource.id)
             for sub, code, message in _resource_problems(resource, known_issuers):
                 report((*loc, *sub), code, message)
     return problems
