@@ -13,7 +13,7 @@ from enforcer.context import RequestInfo
 from enforcer.errors import InvalidRequest, MissingToken
 
 #: RFC 6750 b64token, one credential after a single space.
-_BEARER = re.compile(rb"^([A-Za-z]+) ([A-Za-z0-9\-._~+/]+=*)$")
+_BEARER = re.compile(rb"^([A-Za-z]+) ([A-Za-z0-9\-._~+/]+=*)\Z")  # \Z: "$" would allow a final newline
 MAX_AUTHORIZATION_BYTES = 16384
 
 
@@ -39,8 +39,8 @@ def bearer_token(request: RequestInfo) -> str:
 
 
 def _token_in_query(query: bytes) -> bool:
-    if not query or b"access_token" not in query:
-        return False
+    if not query or (b"access_token" not in query and b"%" not in query):
+        return False  # fast path; a percent-encoded name ("access%5Ftoken") is decoded below
     try:
         names = {name for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)}
     except ValueError:

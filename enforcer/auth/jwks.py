@@ -122,6 +122,10 @@ def _bind_algorithm(jwk: dict[str, Any], algorithms: tuple[str, ...]) -> str:
     return allowed[0]  # RSA without alg: the first RSA algorithm in the issuer's list
 
 
+def _fingerprint(keys: dict[str, VerifierKey]) -> dict[str, tuple[str, str]]:
+    return {kid: (key.alg, key.key.thumbprint()) for kid, key in keys.items()}
+
+
 class KeySource(Protocol):
     async def fetch(self) -> tuple[bytes, int | None]:
         """JWKS bytes and the max-age the source announced (None when it said nothing)."""
@@ -281,16 +285,17 @@ class IssuerKeys:
             keys, skipped = parse_jwks(data, self.issuer.algorithms)
             if not keys:
                 raise KeySourceError("JWKS holds no usable signing key" + (f" ({skipped[0]})" if skipped else ""))
-        except KeySourceError as exc:
-            self.last_error = str(exc)
+        except Exception as exc:  # any failure (e.g. a malformed discovered jwks_uri) is stale-if-error
+            self.last_error = (str(exc) if isinstance(exc, KeySourceError)
+                               else f"{self.source.describe()}: unexpected {type(exc).__name__}")
             self.next_refresh = self.last_attempt + min(self.issuer.jwks_refetch_interval_seconds,
                                                         self.issuer.jwks_min_cache_seconds)
-            log.warning("jwks refresh failed", extra={"issuer": self.issuer.id, "why": why, "error": str(exc),
+            log.warning("jwks refresh failed", extra={"issuer": self.issuer.id, "why": why, "error": self.last_error,
                                                       "serving_stale": bool(self.keys)})
             return False
         for note in skipped:
             log.warning("jwks key skipped", extra={"issuer": self.issuer.id, "detail": note})
-        if keys.keys() != self.keys.keys() or any(keys[k].alg != self.keys[k].alg for k in keys):
+        if _fingerprint(keys) != _fingerprint(self.keys):  # kid, alg or key material changed
             self.generation += 1
         self.keys = keys
         self.last_success, self.last_error = self.last_attempt, None

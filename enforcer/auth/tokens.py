@@ -78,6 +78,8 @@ class TokenVerifier:
         """Verify ``token`` for a resource identified by ``resource`` accepting ``issuer_ids``."""
         if len(token) > self.max_token_bytes:
             raise InvalidToken(f"the token is larger than {self.max_token_bytes} bytes")
+        if not token.isascii():
+            raise InvalidToken("the token is not a compact JWS (three base64url segments)")
         digest = hashlib.sha256(token.encode("ascii")).hexdigest()
         verified = self._cache.get(digest)
         if verified is None or verified.generation != self.keys[verified.principal.issuer_id].generation:
@@ -221,7 +223,10 @@ def _audiences(aud: Any) -> frozenset[str]:
         raise InvalidToken("the token's aud claim must be a string or a short array of strings")
     if not all(isinstance(v, str) for v in values):
         raise InvalidToken("the token's aud claim must contain only strings")
-    return frozenset(canonical_resource(v) for v in values)
+    try:
+        return frozenset(canonical_resource(v) for v in values)
+    except ValueError as exc:  # urlsplit refuses some strings (e.g. "http://[::1")
+        raise InvalidToken("the token's aud claim holds a value that is not a URI") from exc
 
 
 def _check_act(act: Any, depth: int) -> None:
