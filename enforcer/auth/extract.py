@@ -42,7 +42,9 @@ def _token_in_query(query: bytes) -> bool:
     if not query or (b"access_token" not in query and b"%" not in query):
         return False  # fast path; a percent-encoded name ("access%5Ftoken") is decoded below
     try:
-        names = {name for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)}
+        # ';' is a parameter separator for some servers: treat it as one here too
+        text = query.decode("latin-1").replace(";", "&")
+        names = {name for name, _ in parse_qsl(text, keep_blank_values=True)}
     except ValueError:
         return True
     return "access_token" in names

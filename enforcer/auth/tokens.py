@@ -46,6 +46,7 @@ MAX_HEADER_BYTES = 4096
 MAX_AUD_ENTRIES = 32
 MAX_ACT_DEPTH = 10
 CACHE_ENTRIES = 10_000
+MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z: later values are an attack, not a date
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,10 @@ class TokenVerifier:
             registry.validate(claims)
         except JoseError as exc:
             raise InvalidToken(_claim_error_text(exc)) from exc
+        for name in ("exp", "iat", "nbf"):
+            value = claims.get(name)
+            if value is not None and not 0 <= value <= MAX_NUMERIC_DATE:
+                raise InvalidToken(f"the token's {name} claim is not a plausible NumericDate")
         audiences = _audiences(claims.get("aud"))
         client_id = _required_string(claims, "client_id")
         sub = _required_string(claims, "sub")

@@ -53,6 +53,8 @@ REFUSED = [
                  id="BT-03-MCP-16-query-name-without-equals"),
     pytest.param(request(b"Bearer " + TOKEN, query=b"a=1&access_token=x"), InvalidRequest,
                  id="BT-03-MCP-16-query-after-other-parameter"),
+    pytest.param(request(b"Bearer " + TOKEN, query=b"a=1;access_token=x"), InvalidRequest,
+                 id="BT-03-semicolon-separated-query-token"),
     pytest.param(request(b"Bearer " + TOKEN, query=b"access%5Ftoken=" + TOKEN), InvalidRequest,
                  id="BT-03-MCP-16-query-percent-encoded-name"),
     pytest.param(request(b"Bearer " + TOKEN, query=b"%61ccess_token=" + TOKEN), InvalidRequest,

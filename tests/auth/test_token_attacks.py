@@ -473,6 +473,10 @@ ROWS: list[Row] = [
     rej("JA-16-nbf-bool", lambda now: tok(now, nbf=False), INVALID_CLAIM),
     rej("JA-16-nbf-nan-literal", lambda now: sign_bytes(
         ES, dumps(header_of(ES)), with_raw(good(now), nbf="NaN")), NOT_JSON),
+    rej("JA-16-exp-huge-finite-never-expires", lambda now: tok(now, exp=1e300), "not a plausible NumericDate"),
+    rej("JA-16-exp-after-year-9999", lambda now: tok(now, exp=253402300800), "not a plausible NumericDate"),
+    rej("JA-16-iat-negative", lambda now: tok(now, iat=-5), "not a plausible NumericDate"),
+    rej("JA-16-nbf-negative", lambda now: tok(now, nbf=-5), "not a plausible NumericDate"),
     ok("JA-16-exp-fractional-accepted", lambda now: tok(now, exp=now + 600.5)),
     # JA-17 aud type confusion
     rej("JA-17-aud-object", lambda now: tok(now, aud={"aud": RESOURCE}), AUD_TYPE),
