@@ -234,3 +234,64 @@ resources:
     scopes_supported: [tools:read, tools:call]
 {extra_resource}
     rules:{rules}"""
+
+
+# -- helpers shared by the end-to-end suites (tests/e2e) ----------------------------------
+
+
+@contextmanager
+def serve_enforcer(directory: Path, policy_text: str) -> Iterator[tuple[Any, ServerThread]]:
+    """An ``EnforcerApp`` for ``policy_text`` (written into ``directory``), served on 127.0.0.1
+    the way ``enforcer serve`` serves it: uvicorn's ``proxy_headers`` off, so the ASGI client
+    address and scheme are the peer's, not whatever an inbound X-Forwarded-* claims, and no
+    ``server``/``date`` headers of its own next to the upstream's.
+
+    For stacks that ``start_stack`` cannot build: a custom upstream app, several resources,
+    a JWKS endpoint that is down from the start."""
+    from enforcer.app import EnforcerApp
+    from enforcer.policy.loader import load_policy
+
+    app = EnforcerApp(load_policy([write_policy(directory, policy_text)]))
+    server = ServerThread(app, lifespan="on")
+    config = server.server.config  # read when uvicorn loads it, at start; as in ``enforcer serve``
+    config.proxy_headers = config.server_header = config.date_header = False
+    server.start()
+    try:
+        yield app, server
+    finally:
+        server.stop()
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: list[tuple[str, str]]  # names lower-cased, in arrival order
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        values = self.header_values(name)
+        return values[0] if values else None
+
+    def header_values(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key == name.lower()]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def raw_request(port: int, target: bytes | str, *, method: str = "GET",
+                headers: list[tuple[str, str]] | None = None, body: bytes = b"", timeout: float = 10) -> RawResponse:
+    """Send exactly ``target`` as the request target (no client-side normalisation) and read the answer."""
+    import http.client
+
+    target = target.encode("latin-1") if isinstance(target, str) else target
+    lines = [method.encode("ascii") + b" " + target + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
+    lines += [f"{name}: {value}".encode("latin-1") for name, value in headers or []]
+    if body:
+        lines.append(f"Content-Length: {len(body)}".encode("ascii"))
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        response = http.client.HTTPResponse(sock, method=method)
+        response.begin()
+        data = response.read()
+        return RawResponse(response.status, [(k.lower(), v) for k, v in response.getheaders()], data)

@@ -89,11 +89,19 @@ class Forwarder:
         headers = downstream_response_headers(response.raw_headers)
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         is_stream = response.content_type == "text/event-stream" or response.content_length is None
-        if not is_stream or not body_state.done:
-            await _copy_body(response, send, None if is_stream else plan.read_seconds)
+        idle_seconds = None if is_stream else plan.read_seconds
+        if body_state.done and not is_stream and not response.content.is_eof():
+            # Most answers of known length are small: the first read usually completes them.
+            chunk = await _read_chunk(response, idle_seconds)
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if not body_state.done or response.content.is_eof():
+            # Still relaying the request body (it owns ``receive``), or the whole answer is already here.
+            await _copy_body(response, send, idle_seconds)
             return
-        # Long-lived or unknown-length stream: stop as soon as the client disconnects.
-        copier = asyncio.ensure_future(_copy_body(response, send, None))
+        # The answer is still arriving (a stream, or a large or slow body of known length): stop
+        # as soon as the client disconnects, so the upstream is not kept busy for no one.
+        copier = asyncio.ensure_future(_copy_body(response, send, idle_seconds))
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
         done, _ = await asyncio.wait({copier, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if copier not in done:
@@ -126,19 +134,19 @@ async def _request_body(receive: Receive, state: _BodyState) -> AsyncIterator[by
             return
 
 
-async def _copy_body(response: aiohttp.ClientResponse, send: Send, idle_seconds: float | None) -> None:
+async def _read_chunk(response: aiohttp.ClientResponse, idle_seconds: float | None) -> bytes:
     try:
-        while True:
-            if idle_seconds is None:
-                chunk = await response.content.readany()
-            else:
-                async with asyncio.timeout(idle_seconds):
-                    chunk = await response.content.readany()
-            if not chunk:
-                break
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if idle_seconds is None:
+            return await response.content.readany()
+        async with asyncio.timeout(idle_seconds):
+            return await response.content.readany()
     except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
         raise StreamAborted(f"upstream stream failed: {type(exc).__name__}") from exc
+
+
+async def _copy_body(response: aiohttp.ClientResponse, send: Send, idle_seconds: float | None) -> None:
+    while chunk := await _read_chunk(response, idle_seconds):
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
