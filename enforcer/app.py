@@ -16,7 +16,6 @@ import logging
 import os
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from starlette.types import Receive, Scope, Send
@@ -33,7 +32,7 @@ from enforcer.policy.loader import Policy
 from enforcer.policy.model import Resource
 from enforcer.proxy import headers as hdr
 from enforcer.proxy.forward import Forwarder, ForwardPlan, StreamAborted
-from enforcer.routing import upstream_path
+from enforcer.routing import Route
 
 log = logging.getLogger("enforcer.app")
 
@@ -128,19 +127,16 @@ class EnforcerApp:
                     return
             route = self.pipeline.route(request, outcome)
             resource = route.resource
-            if self._verify_tokens:
-                authorized = await self.pipeline.authorize(request, outcome)
-            else:
-                authorized = None
+            authorized = await self.pipeline.authorize(request, route, outcome) if self._verify_tokens else None
             outcome.reason = Reason.ALLOWED
-            outcome.upstream_status = await self._forward(request, route.resource, authorized, outcome, receive, send)
+            outcome.upstream_status = await self._forward(request, route, authorized, outcome, receive, send)
             outcome.status = outcome.upstream_status
         except EnforcerError as error:
             outcome.reason = error.reason
             outcome.status = error.status
             await send_error(send, error, resource)
-        except StreamAborted:
-            outcome.reason = Reason.UPSTREAM_UNAVAILABLE
+        except StreamAborted as aborted:
+            outcome.reason = aborted.reason
         except Exception:
             log.exception("internal error", extra={"request_id": request.request_id})
             outcome.reason, outcome.status = Reason.INTERNAL_ERROR, 500
@@ -164,24 +160,19 @@ class EnforcerApp:
         await send({"type": "http.response.body", "body": b"" if request.method == "HEAD" else body})
         return True
 
-    async def _forward(self, request: RequestInfo, resource: Resource, authorized: Authorized | None,
+    async def _forward(self, request: RequestInfo, route: Route, authorized: Authorized | None,
                        outcome: Outcome, receive: Receive, send: Send) -> int:
-        upstream = urlsplit(resource.upstream)
-        prefix = resource.match.path_prefix.rstrip("/") or "/"
-        target = upstream_path(upstream.path, prefix, outcome.path)
-        if request.query_string:
-            target += "?" + request.query_string.decode("latin-1")
-        public = urlsplit(resource.public_origin or resource.resource)
+        resource = route.resource
         headers = hdr.upstream_request_headers(request.headers, forward_token=resource.forward_token)
         headers += hdr.forwarded_headers(request.client, request.header(b"x-forwarded-for"),
-                                         public.scheme, public.netloc)
+                                         route.public_scheme, route.public_host)
         if authorized is not None:
             p = authorized.principal
             act = json.dumps(p.act, separators=(",", ":"), ensure_ascii=False) if p.act is not None else None
             headers += hdr.identity_headers(p.sub, p.client_id, p.scopes, act)
         plan = ForwardPlan(
             method=request.method,
-            url=f"{upstream.scheme}://{upstream.netloc}{target}",
+            url=route.upstream_url(outcome.path, request.query_string),
             headers=headers,
             has_body=_has_body(request),
             connect_seconds=resource.timeouts.connect_seconds,

@@ -43,6 +43,7 @@ class Reason(StrEnum):
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     BODY_TOO_LARGE = "body_too_large"
+    CLIENT_DISCONNECTED = "client_disconnected"
     INTERNAL_ERROR = "internal_error"
 
 

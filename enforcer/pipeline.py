@@ -46,8 +46,8 @@ class Pipeline:
         outcome.resource_id = route.resource.id
         return route
 
-    async def authorize(self, request: RequestInfo, outcome: Outcome) -> Authorized:
-        route = self.route(request, outcome)
+    async def authorize(self, request: RequestInfo, route: Route, outcome: Outcome) -> Authorized:
+        """Stages 4-8 for a routed request: token, then policy."""
         resource = route.resource
         token = bearer_token(request)
         principal = await self.verifier.verify(token, resource.issuers, resource.resource)

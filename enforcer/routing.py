@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from enforcer.errors import InvalidRequest
 from enforcer.policy.model import Resource
@@ -24,9 +24,34 @@ MAX_PATH_BYTES = 8192
 
 @dataclass(frozen=True)
 class Route:
+    """A resource with everything the request path needs about it worked out once."""
+
     resource: Resource
     prefix: str
     host: str | None
+    upstream_origin: str  # scheme://authority of the upstream
+    upstream_base: str  # path of the upstream URL, which the part after ``prefix`` is appended to
+    public_scheme: str  # of ``public_origin`` (default: of ``resource``): what agents dialled
+    public_host: str
+
+    @classmethod
+    def for_resource(cls, resource: Resource) -> Route:
+        upstream = urlsplit(resource.upstream)
+        public = urlsplit(resource.public_origin or resource.resource)
+        return cls(
+            resource=resource,
+            prefix=resource.match.path_prefix.rstrip("/") or "/",
+            host=resource.match.host.lower() if resource.match.host else None,
+            upstream_origin=f"{upstream.scheme}://{upstream.netloc}",
+            upstream_base=upstream.path,
+            public_scheme=public.scheme,
+            public_host=public.netloc,
+        )
+
+    def upstream_url(self, path: str, query: bytes) -> str:
+        """The upstream URL for a cleaned ``path`` under this route, query kept byte for byte."""
+        url = self.upstream_origin + upstream_path(self.upstream_base, self.prefix, path)
+        return url + "?" + query.decode("latin-1") if query else url
 
     def matches(self, host: str, path: str) -> bool:
         if self.host is not None and self.host != host:
@@ -38,10 +63,7 @@ class Router:
     """Longest ``path_prefix`` wins; for the same prefix a resource with ``host`` wins."""
 
     def __init__(self, resources: tuple[Resource, ...]) -> None:
-        routes = [
-            Route(r, r.match.path_prefix.rstrip("/") or "/", r.match.host.lower() if r.match.host else None)
-            for r in resources
-        ]
+        routes = [Route.for_resource(r) for r in resources]
         self.routes = sorted(routes, key=lambda rt: (len(rt.prefix), rt.host is not None), reverse=True)
 
     def route(self, host: str, path: str) -> Route | None:

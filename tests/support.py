@@ -101,8 +101,9 @@ class ServerThread:
 
     def __init__(self, app: Any, port: int | None = None, lifespan: str = "auto") -> None:
         self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan=lifespan, access_log=False)
+        # the settings `enforcer serve` uses: no trust in X-Forwarded-*, no headers of uvicorn's own
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan,
+                                access_log=False, proxy_headers=False, server_header=False, date_header=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -242,9 +243,7 @@ resources:
 @contextmanager
 def serve_enforcer(directory: Path, policy_text: str) -> Iterator[tuple[Any, ServerThread]]:
     """An ``EnforcerApp`` for ``policy_text`` (written into ``directory``), served on 127.0.0.1
-    the way ``enforcer serve`` serves it: uvicorn's ``proxy_headers`` off, so the ASGI client
-    address and scheme are the peer's, not whatever an inbound X-Forwarded-* claims, and no
-    ``server``/``date`` headers of its own next to the upstream's.
+    with the settings of ``enforcer serve`` (see ``ServerThread``).
 
     For stacks that ``start_stack`` cannot build: a custom upstream app, several resources,
     a JWKS endpoint that is down from the start."""
@@ -252,10 +251,7 @@ def serve_enforcer(directory: Path, policy_text: str) -> Iterator[tuple[Any, Ser
     from enforcer.policy.loader import load_policy
 
     app = EnforcerApp(load_policy([write_policy(directory, policy_text)]))
-    server = ServerThread(app, lifespan="on")
-    config = server.server.config  # read when uvicorn loads it, at start; as in ``enforcer serve``
-    config.proxy_headers = config.server_header = config.date_header = False
-    server.start()
+    server = ServerThread(app, lifespan="on").start()
     try:
         yield app, server
     finally:

@@ -74,6 +74,7 @@ class TokenVerifier:
         self.clock = clock
         self.max_token_bytes = max((k.issuer.max_token_bytes for k in keys.values()), default=8192)
         self._cache: OrderedDict[str, VerifiedToken] = OrderedDict()
+        self._audience: dict[str, str] = {}  # resource identifier -> its canonical form
 
     async def verify(self, token: str, issuer_ids: tuple[str, ...], resource: str) -> Principal:
         """Verify ``token`` for a resource identified by ``resource`` accepting ``issuer_ids``."""
@@ -90,7 +91,10 @@ class TokenVerifier:
         if principal.issuer_id not in issuer_ids:
             raise InvalidToken("the token's issuer is not accepted by this resource")
         self._check_times(verified, self.keys[principal.issuer_id].issuer.clock_skew_seconds)
-        if canonical_resource(resource) not in verified.audiences:
+        audience = self._audience.get(resource)
+        if audience is None:
+            audience = self._audience[resource] = canonical_resource(resource)
+        if audience not in verified.audiences:
             raise InvalidToken(f"the token's audience does not include {resource}; request a token for it")
         return principal
 

@@ -6,6 +6,8 @@ codes from ``errors.Reason``; never a subject, client id, path or address.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from enforcer.errors import Reason
@@ -24,7 +26,8 @@ class Metrics:
         )
         self.inflight = Gauge("enforcer_inflight_requests", "Requests in progress.", registry=self.registry)
         self.jwks_keys = Gauge("enforcer_jwks_keys", "Usable keys per issuer.", ["issuer"], registry=self.registry)
-        self._children: dict[tuple[str, str, str], object] = {}
+        # label children bound once per label set: a labels() lookup per request costs more
+        self._request_children: dict[tuple[str, Reason], tuple[Any, Any]] = {}
 
     def preinitialise(self, resource_ids: list[str]) -> None:
         for resource in resource_ids:
@@ -35,5 +38,11 @@ class Metrics:
                     self.requests.labels(resource, "deny", reason)
 
     def observe(self, resource: str, allowed: bool, reason: Reason, seconds: float) -> None:
-        self.requests.labels(resource or "none", "allow" if allowed else "deny", reason).inc()
-        self.duration.labels(resource or "none").observe(seconds)
+        children = self._request_children.get((resource, reason))
+        if children is None:
+            label = resource or "none"
+            children = (self.requests.labels(label, "allow" if allowed else "deny", reason),
+                        self.duration.labels(label))
+            self._request_children[(resource, reason)] = children
+        children[0].inc()
+        children[1].observe(seconds)

@@ -20,7 +20,7 @@ import aiohttp
 from starlette.types import Receive, Send
 from yarl import URL
 
-from enforcer.errors import UpstreamTimeout, UpstreamUnavailable
+from enforcer.errors import Reason, UpstreamTimeout, UpstreamUnavailable
 from enforcer.proxy.headers import downstream_response_headers
 
 log = logging.getLogger("enforcer.forward")
@@ -29,7 +29,15 @@ _NO_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Conten
 
 
 class StreamAborted(Exception):
-    """The upstream failed after the response had started; the client connection must be cut."""
+    """The exchange broke off after forwarding began; the client connection must be cut."""
+
+    reason = Reason.UPSTREAM_UNAVAILABLE
+
+
+class ClientDisconnected(StreamAborted):
+    """The client went away (mid-upload or mid-response); nothing is left to answer."""
+
+    reason = Reason.CLIENT_DISCONNECTED
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,8 @@ class Forwarder:
         except TimeoutError as exc:
             raise UpstreamTimeout("the upstream did not answer in time") from exc
         except aiohttp.ClientError as exc:
+            if body_state.client_gone:
+                raise ClientDisconnected("the client disconnected while sending the body") from exc
             log.warning("upstream request failed", extra={"error": type(exc).__name__})
             raise UpstreamUnavailable("the upstream could not be reached") from exc
         try:
@@ -88,15 +98,15 @@ class Forwarder:
                      send: Send, body_state: _BodyState) -> None:
         headers = downstream_response_headers(response.raw_headers)
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        content = response.content
+        if content.is_eof():
+            # The whole answer is already buffered (most small answers): one message, no waiting.
+            await send({"type": "http.response.body", "body": content.read_nowait(), "more_body": False})
+            return
         is_stream = response.content_type == "text/event-stream" or response.content_length is None
         idle_seconds = None if is_stream else plan.read_seconds
-        if body_state.done and not is_stream and not response.content.is_eof():
-            # Most answers of known length are small: the first read usually completes them.
-            chunk = await _read_chunk(response, idle_seconds)
-            if chunk:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        if not body_state.done or response.content.is_eof():
-            # Still relaying the request body (it owns ``receive``), or the whole answer is already here.
+        if not body_state.done:
+            # Still relaying the request body, which owns ``receive``: no disconnect watcher possible.
             await _copy_body(response, send, idle_seconds)
             return
         # The answer is still arriving (a stream, or a large or slow body of known length): stop
@@ -115,17 +125,19 @@ class Forwarder:
 
 
 class _BodyState:
-    __slots__ = ("done",)
+    __slots__ = ("done", "client_gone")
 
     def __init__(self) -> None:
         self.done = False
+        self.client_gone = False
 
 
 async def _request_body(receive: Receive, state: _BodyState) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise StreamAborted("client disconnected while sending the body")
+            state.client_gone = True
+            raise ClientDisconnected("client disconnected while sending the body")
         chunk = message.get("body", b"")
         if chunk:
             yield chunk

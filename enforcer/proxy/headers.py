@@ -10,6 +10,7 @@ claims are percent-encoded outside printable ASCII so no claim can inject a head
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from urllib.parse import quote
 
 HOP_BY_HOP = frozenset({
@@ -44,7 +45,10 @@ def upstream_request_headers(
     return out
 
 
-def identity_headers(sub: str, client_id: str, scopes: Iterable[str], act_json: str | None) -> list[tuple[str, str]]:
+@lru_cache(maxsize=4096)
+def _identity_headers(
+    sub: str, client_id: str, scopes: frozenset[str], act_json: str | None
+) -> tuple[tuple[str, str], ...]:
     out = [
         ("x-enforcer-sub", header_safe(sub)),
         ("x-enforcer-client-id", header_safe(client_id)),
@@ -52,7 +56,12 @@ def identity_headers(sub: str, client_id: str, scopes: Iterable[str], act_json: 
     ]
     if act_json is not None:
         out.append(("x-enforcer-act", header_safe(act_json)))
-    return out
+    return tuple(out)
+
+
+def identity_headers(sub: str, client_id: str, scopes: frozenset[str], act_json: str | None) -> list[tuple[str, str]]:
+    """``X-Enforcer-*`` from verified claims (memoised: agents repeat the same identity)."""
+    return list(_identity_headers(sub, client_id, scopes, act_json))
 
 
 def forwarded_headers(client: str | None, prior_for: bytes | None, proto: str, host: str) -> list[tuple[str, str]]:
