@@ -98,6 +98,9 @@ class EnforcerApp:
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+        elif scope["type"] == "websocket":
+            # No WebSocket upgrade is authorised or forwarded: closing before accept is a 403.
+            await send({"type": "websocket.close", "code": 1008, "reason": "websocket is not supported"})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

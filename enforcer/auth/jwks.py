@@ -227,8 +227,12 @@ async def get_capped(client: httpx.AsyncClient, url: str) -> httpx.Response:
 
 
 def max_age(cache_control: str | None) -> int | None:
-    if not cache_control or "no-store" in cache_control.lower() or "no-cache" in cache_control.lower():
-        return 0 if cache_control else None
+    """Seconds the JWKS may be cached; 0 for no-store/no-cache (then the issuer's minimum applies)."""
+    if not cache_control:
+        return None
+    lowered = cache_control.lower()
+    if "no-store" in lowered or "no-cache" in lowered:
+        return 0
     match = _MAX_AGE.search(cache_control)
     return int(match.group(1)) if match else None
 
@@ -295,12 +299,14 @@ class IssuerKeys:
             return False
         for note in skipped:
             log.warning("jwks key skipped", extra={"issuer": self.issuer.id, "detail": note})
-        if _fingerprint(keys) != _fingerprint(self.keys):  # kid, alg or key material changed
+        changed = _fingerprint(keys) != _fingerprint(self.keys)  # kid, alg or key material
+        if changed:
             self.generation += 1
         self.keys = keys
         self.last_success, self.last_error = self.last_attempt, None
         self.next_refresh = self.last_attempt + self._lifetime(announced)
-        log.info("jwks loaded", extra={"issuer": self.issuer.id, "why": why, "keys": len(keys)})
+        log.log(logging.INFO if changed else logging.DEBUG, "jwks loaded",
+                extra={"issuer": self.issuer.id, "why": why, "keys": len(keys), "changed": changed})
         return True
 
     def _lifetime(self, announced: int | None) -> float:

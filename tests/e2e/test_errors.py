@@ -210,3 +210,19 @@ def test_allowed_request_with_every_scope_passes(stack: Stack) -> None:
     response = stack.client.get("/mcp/tools", headers={"authorization": f"Bearer {token}"})
     assert response.status_code == 200, response.text
     assert len(stack.upstream.requests) == 1
+
+
+def test_websocket_upgrade_is_refused_and_never_forwarded(stack):
+    """A WebSocket handshake is not a request the enforcer can authorise: it is refused (fail closed)."""
+    import base64
+    import os
+    import socket
+
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET /mcp/ws HTTP/1.1\r\nHost: 127.0.0.1:{stack.enforcer.port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", stack.enforcer.port), timeout=5) as sock:
+        sock.sendall(request.encode())
+        status_line = sock.recv(4096).split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.1 403"), status_line
+    assert stack.upstream.requests == []
