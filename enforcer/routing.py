@@ -18,6 +18,9 @@ from enforcer.policy.model import Resource
 
 _FORBIDDEN_ESCAPES = re.compile(rb"%(?:2[fF]|5[cC]|00|25)")
 _BAD_HEX = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_CONTROL_OR_BACKSLASH = re.compile(rb"[\x00-\x1f\x7f\\\\]")
+#: "/./", "/../", "//" anywhere, or "/." / "/.." at the end ("/x/" with a trailing slash is fine)
+_DOT_OR_EMPTY_SEGMENT = re.compile(rb"/\.{0,2}(?=/)|/\.{1,2}\Z")
 _SAFE_PATH_CHARS = "/:@!$&'()*+,;=-._~"
 MAX_PATH_BYTES = 8192
 
@@ -82,11 +85,10 @@ def clean_path(raw_path: bytes) -> str:
         raise InvalidRequest("the request target must be an absolute path")
     if _FORBIDDEN_ESCAPES.search(raw_path) or _BAD_HEX.search(raw_path):
         raise InvalidRequest("the path contains an encoded '/', '\\', '%' or NUL; send it unencoded or not at all")
-    decoded = unquote_to_bytes(raw_path)
-    if any(b < 0x20 or b == 0x7F for b in decoded) or b"\\" in decoded:
+    decoded = unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path
+    if _CONTROL_OR_BACKSLASH.search(decoded):
         raise InvalidRequest("the path contains control characters or a backslash")
-    segments = decoded.split(b"/")[1:]
-    if any(seg in (b".", b"..") for seg in segments) or b"" in segments[:-1]:
+    if _DOT_OR_EMPTY_SEGMENT.search(decoded):
         raise InvalidRequest("the path contains '.', '..' or empty segments; send the normalised path")
     try:
         return decoded.decode("utf-8")
