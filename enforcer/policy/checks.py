@@ -15,8 +15,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from enforcer.policy.loader import PolicyProblem, SourceFile, field_path, position
+from enforcer.policy.loader import SourceFile
 from enforcer.policy.model import ASYMMETRIC_ALGORITHMS, Issuer, Resource, Rule
+from enforcer.policy.problems import PolicyProblem, field_path, position
 
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 _METHOD = re.compile(r"^[A-Z]+$")
