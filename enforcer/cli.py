@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from enforcer.observability.logging import configure as configure_logging
 from enforcer.policy.loader import PolicyLoadError, load_policy
 
 EXAMPLE_POLICY = Path("policies/example.yaml")
+log = logging.getLogger("enforcer.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,6 +163,9 @@ async def _run_servers(settings: Settings, policy, extra: Sequence[uvicorn.Confi
     admin = uvicorn.Config(create_admin_app(app), host=settings.admin_host, port=settings.admin_port,
                            lifespan="off", **common)
     helpers = [_QuietServer(config) for config in (*extra, admin)]
+    log.info("enforcer starting", extra={
+        "proxy": f"{settings.host}:{settings.port}", "admin": f"{settings.admin_host}:{settings.admin_port}",
+        "policy": policy.version_hash, "files": list(policy.files), "resources": [r.id for r in policy.resources]})
     helper_tasks = [asyncio.ensure_future(server.serve()) for server in helpers]
     try:
         await proxy.serve()
