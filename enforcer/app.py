@@ -24,14 +24,14 @@ from enforcer.auth.jwks import IssuerKeys, make_source
 from enforcer.auth.tokens import TokenVerifier
 from enforcer.clock import Clock, SystemClock
 from enforcer.context import Outcome, RequestInfo
-from enforcer.errors import EnforcerError, Reason
+from enforcer.errors import BodyTooLarge, EnforcerError, Reason
 from enforcer.metadata import WELL_KNOWN, challenge, metadata_document, metadata_path
 from enforcer.observability.metrics import Metrics
 from enforcer.pipeline import Authorized, Pipeline
 from enforcer.policy.loader import Policy
 from enforcer.policy.model import Resource
 from enforcer.proxy import headers as hdr
-from enforcer.proxy.forward import Forwarder, ForwardPlan, StreamAborted
+from enforcer.proxy.forward import ClientDisconnected, Forwarder, ForwardPlan, StreamAborted
 from enforcer.routing import Route
 
 log = logging.getLogger("enforcer.app")
@@ -130,7 +130,9 @@ class EnforcerApp:
                     return
             route = self.pipeline.route(request, outcome)
             resource = route.resource
-            authorized = await self.pipeline.authorize(request, route, outcome) if self._verify_tokens else None
+            authorized = None
+            if self._verify_tokens:
+                authorized = await self.pipeline.authorize(request, route, outcome, _body_reader(request, receive))
             outcome.reason = Reason.ALLOWED
             outcome.upstream_status = await self._forward(request, route, authorized, outcome, receive, send)
             outcome.status = outcome.upstream_status
@@ -175,9 +177,10 @@ class EnforcerApp:
             headers += hdr.identity_headers(p.sub, p.client_id, p.scopes, act)
         plan = ForwardPlan(
             method=request.method,
-            url=route.upstream_url(outcome.path, request.query_string),
+            url=route.upstream_url(request.raw_path, request.query_string),
             headers=headers,
             has_body=_has_body(request),
+            body=authorized.body if authorized is not None else None,
             connect_seconds=resource.timeouts.connect_seconds,
             read_seconds=resource.timeouts.read_seconds,
         )
@@ -205,6 +208,29 @@ def _request_info(scope: Scope) -> RequestInfo:
         client=client[0] if client else None,
         request_id=os.urandom(8).hex(),
     )
+
+
+def _body_reader(request: RequestInfo, receive: Receive):  # type: ignore[no-untyped-def]
+    """``read(limit)``: the whole request body, or ``BodyTooLarge`` past ``limit`` bytes."""
+
+    async def read(limit: int) -> bytes:
+        declared = request.header(b"content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            raise BodyTooLarge(f"the body is larger than {limit} bytes")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected("the client disconnected while sending the body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"the body is larger than {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    return read
 
 
 def _has_body(request: RequestInfo) -> bool:

@@ -9,15 +9,21 @@ inspection) slot in between token verification and the policy decision.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from enforcer.auth.extract import bearer_token
 from enforcer.auth.tokens import TokenVerifier
 from enforcer.context import Decision, Outcome, Principal, RequestInfo
-from enforcer.errors import AccessDenied, InsufficientScope, NoRoute, Reason
+from enforcer.errors import AccessDenied, InsufficientScope, InvalidRequest, NoRoute, Reason
+from enforcer.mcp.inspect import check_headers, needs_inspection, parse_messages
 from enforcer.policy.engine import Operation, ResourcePolicy
 from enforcer.policy.loader import Policy
 from enforcer.routing import Route, Router, clean_path
+
+BodyReader = Callable[[int], Awaitable[bytes]]
+_METHOD = re.compile(r"[A-Z][A-Z-]{0,31}\Z")
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,7 @@ class Authorized:
     path: str
     principal: Principal
     decision: Decision
+    body: bytes | None = None  # the request body, when a stage had to read it
 
 
 class Pipeline:
@@ -36,7 +43,10 @@ class Pipeline:
         self.rules = {r.id: ResourcePolicy(r.rules) for r in policy.resources}
 
     def route(self, request: RequestInfo, outcome: Outcome) -> Route:
-        """Stages 2-3: an unambiguous path, then the resource that owns it."""
+        """Stages 2-3: an unambiguous method and path, then the resource that owns it."""
+        if not _METHOD.match(request.method):
+            # rules compare methods exactly, and the forwarding client upper-cases them
+            raise InvalidRequest("the method must be an upper-case token such as GET or POST")
         path = clean_path(request.raw_path)
         outcome.path = path
         host = (request.header(b"host") or b"").decode("latin-1")
@@ -46,16 +56,26 @@ class Pipeline:
         outcome.resource_id = route.resource.id
         return route
 
-    async def authorize(self, request: RequestInfo, route: Route, outcome: Outcome) -> Authorized:
-        """Stages 4-8 for a routed request: token, then policy."""
+    async def authorize(self, request: RequestInfo, route: Route, outcome: Outcome,
+                        read_body: BodyReader | None = None) -> Authorized:
+        """Stages 4-8 for a routed request: token, body inspection when needed, then policy.
+
+        The body is read only after the token verified (an anonymous client cannot make the
+        enforcer buffer anything), through ``read_body(limit)``, which raises ``BodyTooLarge``."""
         resource = route.resource
         token = bearer_token(request)
         principal = await self.verifier.verify(token, resource.issuers, resource.resource)
         outcome.principal = principal
+        body = None
+        if needs_inspection(request):
+            if read_body is None:
+                raise InvalidRequest("this request carries Mcp-* headers but its body cannot be inspected")
+            body = await read_body(resource.limits.max_body_bytes)
+            check_headers(request, parse_messages(body, resource.limits.max_body_bytes))
         decision = self.rules[resource.id].decide(principal, Operation(request.method, outcome.path))
         outcome.decision = decision
         raise_for_decision(decision)
-        return Authorized(route, outcome.path, principal, decision)
+        return Authorized(route, outcome.path, principal, decision, body)
 
 
 def raise_for_decision(decision: Decision) -> None:

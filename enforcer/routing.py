@@ -1,27 +1,28 @@
 """Choose the resource for a request and turn its raw path into an unambiguous one.
 
 Paths are checked before any rule sees them. An encoded slash or backslash, a NUL, an
-empty or dot segment (also when percent-encoded) would let the policy and the upstream
-read the same bytes as two different paths, which is how path-based rules get bypassed;
-such requests are answered 400 and never forwarded. What remains decodes to exactly
-one path, which both the rules and the forwarded request use.
+empty or dot segment (also when percent-encoded), or a ``;`` (Tomcat, Jetty and Spring
+strip ``;params`` from segments and read ``..;`` as ``..``) would let the policy and the
+upstream read the same bytes as two different paths, which is how path-based rules get
+bypassed; such requests are answered 400 and never forwarded. What remains decodes to
+exactly one path: the rules see it decoded, the upstream gets the received bytes.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from enforcer.errors import InvalidRequest
 from enforcer.policy.model import Resource
 
-_FORBIDDEN_ESCAPES = re.compile(rb"%(?:2[fF]|5[cC]|00|25)")
+#: encoded '/', '\\', NUL, '%' (double encoding) and ';' (path parameters, see clean_path)
+_FORBIDDEN_ESCAPES = re.compile(rb"%(?:2[fF]|5[cC]|00|25|3[bB])")
 _BAD_HEX = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-_CONTROL_OR_BACKSLASH = re.compile(rb"[\x00-\x1f\x7f\\\\]")
+_CONTROL_OR_BACKSLASH = re.compile(rb"[\x00-\x1f\x7f\\\\;]")
 #: "/./", "/../", "//" anywhere, or "/." / "/.." at the end ("/x/" with a trailing slash is fine)
 _DOT_OR_EMPTY_SEGMENT = re.compile(rb"/\.{0,2}(?=/)|/\.{1,2}\Z")
-_SAFE_PATH_CHARS = "/:@!$&'()*+,;=-._~"
 MAX_PATH_BYTES = 8192
 
 
@@ -51,9 +52,9 @@ class Route:
             public_host=public.netloc,
         )
 
-    def upstream_url(self, path: str, query: bytes) -> str:
-        """The upstream URL for a cleaned ``path`` under this route, query kept byte for byte."""
-        url = self.upstream_origin + upstream_path(self.upstream_base, self.prefix, path)
+    def upstream_url(self, raw_path: bytes, query: bytes) -> str:
+        """The upstream URL for a request under this route; path suffix and query byte for byte."""
+        url = self.upstream_origin + upstream_path(self.upstream_base, self.prefix, raw_path)
         return url + "?" + query.decode("latin-1") if query else url
 
     def matches(self, host: str, path: str) -> bool:
@@ -84,10 +85,10 @@ def clean_path(raw_path: bytes) -> str:
     if not raw_path.startswith(b"/"):
         raise InvalidRequest("the request target must be an absolute path")
     if _FORBIDDEN_ESCAPES.search(raw_path) or _BAD_HEX.search(raw_path):
-        raise InvalidRequest("the path contains an encoded '/', '\\', '%' or NUL; send it unencoded or not at all")
+        raise InvalidRequest("the path contains an encoded '/', '\\', '%', ';' or NUL; send it unencoded or not at all")
     decoded = unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path
     if _CONTROL_OR_BACKSLASH.search(decoded):
-        raise InvalidRequest("the path contains control characters or a backslash")
+        raise InvalidRequest("the path contains control characters, a backslash or ';' (path parameters)")
     if _DOT_OR_EMPTY_SEGMENT.search(decoded):
         raise InvalidRequest("the path contains '.', '..' or empty segments; send the normalised path")
     try:
@@ -96,10 +97,13 @@ def clean_path(raw_path: bytes) -> str:
         raise InvalidRequest("the path is not valid UTF-8 after percent-decoding") from exc
 
 
-def upstream_path(base_path: str, prefix: str, path: str) -> str:
-    """Map ``/prefix/rest`` to ``base_path/rest``, re-encoded for the wire."""
-    rest = path[len(prefix):] if prefix != "/" else path
-    if rest and not rest.startswith("/"):
-        rest = "/" + rest
-    joined = base_path.rstrip("/") + rest
-    return quote(joined or "/", safe=_SAFE_PATH_CHARS)
+def upstream_path(base_path: str, prefix: str, raw_path: bytes) -> str:
+    """Map ``/prefix/rest`` to ``base_path/rest``, keeping the bytes of ``rest`` as received.
+
+    Nothing is decoded and re-encoded on the way: ``clean_path`` refused every encoding
+    that could change a segment boundary, so the raw path has exactly as many segments as
+    the decoded one the policy saw, and dropping the prefix's segments is exact."""
+    skip = 0 if prefix == "/" else prefix.count("/")
+    rest = raw_path.split(b"/")[1 + skip:]
+    suffix = ("/" + "/".join(part.decode("latin-1") for part in rest)) if rest else ""
+    return (base_path.rstrip("/") + suffix) or "/"

@@ -7,7 +7,7 @@ more than one credential, so both are malformed requests (400), never "no token"
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from enforcer.context import RequestInfo
 from enforcer.errors import InvalidRequest, MissingToken
@@ -15,12 +15,13 @@ from enforcer.errors import InvalidRequest, MissingToken
 #: RFC 6750 b64token, one credential after a single space.
 _BEARER = re.compile(rb"^([A-Za-z]+) ([A-Za-z0-9\-._~+/]+=*)\Z")  # \Z: "$" would allow a final newline
 MAX_AUTHORIZATION_BYTES = 16384
+_NOT_IN_QUERY = "send the access token in the Authorization header, never in the query string"
 
 
 def bearer_token(request: RequestInfo) -> str:
     """Return the token, or raise ``MissingToken`` / ``InvalidRequest``."""
-    if _token_in_query(request.query_string):
-        raise InvalidRequest("send the access token in the Authorization header, never in the query string")
+    if _access_token_parameter(request.query_string):
+        raise InvalidRequest(_NOT_IN_QUERY)
     values = request.header_values(b"authorization")
     if len(values) > 1:
         raise InvalidRequest("send exactly one Authorization header")
@@ -35,16 +36,29 @@ def bearer_token(request: RequestInfo) -> str:
     match = _BEARER.match(value)
     if match is None:
         raise InvalidRequest("malformed Authorization header: expected 'Bearer' then one token after a space")
-    return match.group(2).decode("ascii")
+    token = match.group(2).decode("ascii")
+    if _token_in_query(request.query_string, token):
+        raise InvalidRequest(_NOT_IN_QUERY)
+    return token
 
 
-def _token_in_query(query: bytes) -> bool:
-    if not query or (b"access_token" not in query and b"%" not in query):
-        return False  # fast path; a percent-encoded name ("access%5Ftoken") is decoded below
+def _access_token_parameter(query: bytes) -> bool:
+    """An ``access_token`` parameter under any spelling a framework would read as one:
+    ASP.NET ignores case; PHP maps ``.`` and spaces to ``_`` and ``name[]`` to ``name``."""
+    if not query or (b"access" not in query.lower() and b"%" not in query):
+        return False  # fast path; percent-encoded names are decoded below
+    text = query.decode("latin-1").replace(";", "&")  # ';' separates parameters for some servers
     try:
-        # ';' is a parameter separator for some servers: treat it as one here too
-        text = query.decode("latin-1").replace(";", "&")
-        names = {name for name, _ in parse_qsl(text, keep_blank_values=True)}
+        names = {_normalised_name(name) for name, _ in parse_qsl(text, keep_blank_values=True)}
     except ValueError:
         return True
     return "access_token" in names
+
+
+def _normalised_name(name: str) -> str:
+    return re.sub(r"[.\s]", "_", name.split("[", 1)[0]).lower()
+
+
+def _token_in_query(query: bytes, token: str) -> bool:
+    """The request's own token anywhere in the query, under whatever parameter name."""
+    return bool(query) and token.encode("ascii") in (unquote_to_bytes(query) if b"%" in query else query)

@@ -274,15 +274,24 @@ class IssuerKeys:
         key = self.get(kid)
         if key is not None:
             return key
+        if self._lock.locked():
+            # A fetch is in flight (a rotation usually brings a burst of new kids): wait for it.
+            async with self._lock:
+                return self.get(kid)
         interval = self.issuer.jwks_refetch_interval_seconds
         if self.last_attempt is not None and self.clock.monotonic() - self.last_attempt < interval:
             return None
         async with self._lock:
             if self.last_attempt is None or self.clock.monotonic() - self.last_attempt >= interval:
-                await self.refresh("unknown kid")
+                await self._refresh("unknown kid")
         return self.get(kid)
 
     async def refresh(self, why: str) -> bool:
+        """Fetch the keys now; concurrent refreshes are serialised."""
+        async with self._lock:
+            return await self._refresh(why)
+
+    async def _refresh(self, why: str) -> bool:
         self.last_attempt = self.clock.monotonic()
         try:
             data, announced = await self.source.fetch()

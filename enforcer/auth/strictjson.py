@@ -28,6 +28,20 @@ def _no_constant(name: str) -> Any:
     raise StrictJSONError(f"{name} is not JSON")
 
 
+def _check_strings(value: Any) -> None:
+    """Refuse lone UTF-16 surrogates (``"\\ud800"``): not Unicode text (RFC 8259 section 8.2),
+    and any later attempt to encode them (a header, a log line) would fail."""
+    if isinstance(value, str):
+        value.encode("utf-8")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            key.encode("utf-8")
+            _check_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_strings(item)
+
+
 def loads(data: bytes, *, max_bytes: int, max_depth: int = 32) -> Any:
     """Parse ``data`` or raise ``StrictJSONError`` (never anything else)."""
     if len(data) > max_bytes:
@@ -36,9 +50,14 @@ def loads(data: bytes, *, max_bytes: int, max_depth: int = 32) -> Any:
         raise StrictJSONError(f"nested deeper than {max_depth}")
     try:
         text = data.decode("utf-8", errors="strict")
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        if "\\u" in text:  # only escapes can produce a lone surrogate
+            _check_strings(value)
+        return value
     except StrictJSONError:
         raise
+    except UnicodeEncodeError as exc:
+        raise StrictJSONError("contains a lone UTF-16 surrogate") from exc
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise StrictJSONError("not valid JSON") from exc
 

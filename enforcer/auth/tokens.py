@@ -42,6 +42,8 @@ from enforcer.policy.model import Issuer
 _COMPACT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 _KEY_BEARING_HEADERS = ("jku", "x5u", "jwk", "x5c")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: RFC 6749 section 3.3 scope tokens (%x21 / %x23-5B / %x5D-7E) separated by spaces; split on " " only
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e ]*\Z")
 MAX_HEADER_BYTES = 4096
 MAX_AUD_ENTRIES = 32
 MAX_ACT_DEPTH = 10
@@ -90,7 +92,10 @@ class TokenVerifier:
         principal = verified.principal
         if principal.issuer_id not in issuer_ids:
             raise InvalidToken("the token's issuer is not accepted by this resource")
-        self._check_times(verified, self.keys[principal.issuer_id].issuer.clock_skew_seconds)
+        issuer = self.keys[principal.issuer_id].issuer
+        if len(token) > issuer.max_token_bytes:
+            raise InvalidToken(f"the token is larger than its issuer's limit of {issuer.max_token_bytes} bytes")
+        self._check_times(verified, issuer.clock_skew_seconds)
         audience = self._audience.get(resource)
         if audience is None:
             audience = self._audience[resource] = canonical_resource(resource)
@@ -168,14 +173,14 @@ class TokenVerifier:
         sub = _required_string(claims, "sub")
         jti = _required_string(claims, "jti")
         scope = claims.get("scope", "")
-        if not isinstance(scope, str):
-            raise InvalidToken("the scope claim must be a space-delimited string")
+        if not isinstance(scope, str) or not _SCOPE.match(scope):
+            raise InvalidToken("the scope claim must be scope tokens separated by single spaces (RFC 6749 3.3)")
         act = claims.get("act")
         if act is not None:
             _check_act(act, 1)
         principal = Principal(
             issuer_id=issuer.id, iss=issuer.issuer, sub=sub, client_id=client_id,
-            scopes=frozenset(scope.split()), jti=jti, exp=int(claims["exp"]),
+            scopes=frozenset(scope.split(" ")) - {""}, jti=jti, exp=int(claims["exp"]),
             token_hash=token_hash(token), act=act, claims=claims,
         )
         nbf = claims.get("nbf")

@@ -21,6 +21,7 @@ from enforcer.policy.problems import PolicyProblem, field_path, position
 
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 _METHOD = re.compile(r"^[A-Z]+$")
+_DOT_OR_EMPTY_SEGMENT = re.compile(r"/\.{0,2}(?=/)|/\.{1,2}\Z")
 _UNSUPPORTED = "cannot be enforced by this version of the enforcer; the policy is refused rather than run without it"
 
 
@@ -129,11 +130,11 @@ def _resource_problems(resource: Resource, known_issuers: set[str] | None) -> Fo
         if rule.id in seen_rules:
             yield ("rules", r, "id"), "duplicate_id", f"rule id {rule.id!r} is used twice in this resource"
         seen_rules.add(rule.id)
-        for sub, code, message in _rule_problems(rule):
+        for sub, code, message in _rule_problems(rule, resource.match.path_prefix.rstrip("/") or "/"):
             yield ("rules", r, *sub), code, message
 
 
-def _rule_problems(rule: Rule) -> Found:
+def _rule_problems(rule: Rule, prefix: str) -> Found:
     if rule.mcp is not None:
         yield ("mcp",), "unsupported", "the mcp condition " + _UNSUPPORTED
     for name in ("client_ids", "subjects", "paths", "methods", "scopes"):
@@ -150,8 +151,33 @@ def _rule_problems(rule: Rule) -> Found:
         if scope and not _SCOPE_TOKEN.match(scope):
             yield ("scopes", s), "invalid_value", f"{scope!r} is not a valid scope token"
     for p, path in enumerate(rule.paths or ()):
-        if path and not path.startswith(("/", "*")):
+        if not path:
+            continue
+        if not path.startswith(("/", "*")):
             yield ("paths", p), "invalid_value", f"{path!r} must start with / (or be *)"
+        elif message := _unreachable_path(path, prefix):
+            yield ("paths", p), "unreachable_path", message
+
+
+def _unreachable_path(path: str, prefix: str) -> str | None:
+    """Why a rule path can never match a routed request, if it cannot.
+
+    Rules see the absolute, decoded, normalised path: requests with escapes that matter,
+    dot or empty segments or ';' are refused before any rule runs, and only paths under
+    the resource's ``path_prefix`` reach its rules. A deny rule that can never match is a
+    hole, so these are load errors rather than quiet no-ops."""
+    if "%" in path or ";" in path or "\\" in path:
+        return (f"{path!r}: rules see the decoded path (write characters as themselves, no %-escapes), "
+                "and requests with ';' or '\\' are refused before any rule runs")
+    if _DOT_OR_EMPTY_SEGMENT.search(path.replace("*", "x")):
+        return f"{path!r} has '.', '..' or empty segments, which requests may not contain"
+    head = path.split("*", 1)[0]
+    under_prefix = prefix == "/" or head == prefix or head.startswith(prefix + "/")
+    if "*" in path:
+        under_prefix = under_prefix or (prefix + "/").startswith(head)
+    if not under_prefix:
+        return f"{path!r} is outside this resource's path_prefix {prefix}; rule paths are absolute"
+    return None
 
 
 def is_loopback_host(host: str | None) -> bool:

@@ -3,7 +3,8 @@
 Combining algorithm, for the rules of one resource, in file order:
 
 1. A rule *applies* when every condition it states holds; an absent condition holds
-   for anything. ``scopes`` is all-of: every listed scope must be granted.
+   for anything. ``scopes`` is all-of: every listed scope must be granted. ``methods``
+   listing GET also covers HEAD (frameworks serve HEAD with the GET handler).
 2. If any applying rule has ``effect: deny``, the request is denied by the first such
    rule (``denied_by_rule``, its id in the answer). Deny always wins.
 3. Otherwise, if any applying rule has ``effect: allow``, the first one allows.
@@ -50,7 +51,8 @@ class CompiledRule:
     def compile(cls, rule: Rule) -> CompiledRule:
         checks: list[tuple[str, Check]] = []
         if rule.methods is not None:
-            methods = frozenset(rule.methods)
+            # GET implies HEAD: upstream frameworks answer HEAD with the GET handler
+            methods = frozenset(rule.methods) | ({"HEAD"} if "GET" in rule.methods else set())
             checks.append((f"method not in [{', '.join(rule.methods)}]", lambda p, op: op.method in methods))
         if rule.client_ids is not None:
             clients = GlobSet.compile(rule.client_ids)

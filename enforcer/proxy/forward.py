@@ -48,6 +48,7 @@ class ForwardPlan:
     has_body: bool
     connect_seconds: float
     read_seconds: float
+    body: bytes | None = None  # already read (inspected); otherwise the body streams from ``receive``
 
 
 class Forwarder:
@@ -71,8 +72,12 @@ class Forwarder:
         """Relay the request; return the upstream status."""
         assert self._session is not None, "Forwarder.start() was not awaited"
         body_state = _BodyState()
-        data = _request_body(receive, body_state) if plan.has_body else None
-        if not plan.has_body:
+        data: bytes | AsyncIterator[bytes] | None = None
+        if plan.body is not None:
+            data, body_state.done = plan.body, True
+        elif plan.has_body:
+            data = _request_body(receive, body_state)
+        else:
             body_state.done = True
         try:
             async with asyncio.timeout(plan.connect_seconds + plan.read_seconds):

@@ -2,9 +2,13 @@
 
 Requests lose hop-by-hop headers (RFC 9110 section 7.6.1) and whatever their
 ``Connection`` header names, every inbound ``X-Enforcer-*`` (only the enforcer may set
-those), the forwarding headers a client could forge, and the token unless the resource
-says ``forward_token: true``. Then the verified identity is added. Values taken from
-claims are percent-encoded outside printable ASCII so no claim can inject a header.
+those), the forwarding headers a client could forge, the method and URL override headers
+that would make an upstream run something other than what the policy judged, every header
+whose name contains ``_`` (CGI, WSGI and PHP fold ``X-Enforcer_Sub`` into the same
+variable as ``X-Enforcer-Sub``; nginx drops them by default for the same reason), and the
+token unless the resource says ``forward_token: true``. Then the verified identity is
+added. Values taken from claims are percent-encoded outside printable ASCII so no claim
+can inject a header.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
     b"trailers", b"transfer-encoding", b"upgrade", b"proxy-connection",
 })
-_REPLACED = frozenset({b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
+#: set by the enforcer itself, or claims about the client that only the enforcer may make
+_REPLACED = frozenset({
+    b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-forwarded-port",
+    b"x-forwarded-prefix", b"x-forwarded-server", b"x-real-ip", b"true-client-ip",
+})
+#: frameworks run the method or path these name instead of the request's own
+_OVERRIDES = frozenset({
+    b"x-http-method-override", b"x-http-method", b"x-method-override", b"x-original-url", b"x-rewrite-url",
+    b"x-original-method",
+})
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%") + " "
 
 
@@ -34,13 +47,15 @@ def upstream_request_headers(
 ) -> list[tuple[str, str]]:
     """Inbound headers that may pass to the upstream, before identity headers are added."""
     headers = list(headers)
-    dropped = HOP_BY_HOP | _REPLACED | connection_named(headers)
+    dropped = HOP_BY_HOP | _REPLACED | _OVERRIDES | connection_named(headers)
+    if not forward_token:
+        dropped |= {b"authorization"}
     out: list[tuple[str, str]] = []
     for name, value in headers:
-        if name in dropped or name.startswith(b"x-enforcer-"):
+        if name in dropped or name.startswith(b"x-enforcer-") or b"_" in name:
             continue
-        if name == b"authorization" and not forward_token:
-            continue
+        if name == b"content-length":
+            value = value.strip()  # the parser checked the digits; aiohttp refuses surrounding whitespace
         out.append((name.decode("latin-1"), value.decode("latin-1")))
     return out
 

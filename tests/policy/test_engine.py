@@ -119,6 +119,8 @@ CONDITIONS = [
     Case("method-listed", {"methods": ["GET", "HEAD"]}, method="HEAD"),
     Case("method-not-listed", {"methods": ["GET", "HEAD"]}, method="POST", matches=False),
     Case("method-case-sensitive", {"methods": ["GET"]}, method="get", matches=False),
+    Case("method-get-implies-head", {"methods": ["GET"]}, method="HEAD"),
+    Case("method-head-does-not-imply-get", {"methods": ["HEAD"]}, method="GET", matches=False),
     # paths: `*` spans segments, the rest is literal and whole-path
     Case("path-exact", {"paths": ["/mcp"]}),
     Case("path-exact-trailing-slash", {"paths": ["/mcp"]}, path="/mcp/", matches=False),

@@ -1,0 +1,81 @@
+"""JSON-RPC 2.0 inspection of MCP request bodies.
+
+The MCP 2026-07-28 transport repeats the JSON-RPC method and the tool, prompt or resource
+name in the ``Mcp-Method`` and ``Mcp-Name`` request headers. A gateway or server that
+routes on the header while the body says something else is exactly the confusion a
+policy bypass needs, so when either header is present the body is read (capped), parsed
+strictly, and the two must agree; otherwise the request is refused with 400 and never
+forwarded. The parsed messages are what rule conditions on MCP methods and tools will
+evaluate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from enforcer.auth import strictjson
+from enforcer.context import RequestInfo
+from enforcer.errors import InvalidRequest
+
+MAX_DEPTH = 64
+MAX_BATCH = 100
+#: methods whose target is named in params, and the param that names it
+_NAMED_BY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri",
+             "resources/subscribe": "uri", "resources/unsubscribe": "uri"}
+
+
+@dataclass(frozen=True)
+class JsonRpcMessage:
+    """One JSON-RPC message: a request (has ``id``), a notification, or a response."""
+
+    kind: str  # "request" | "notification" | "response"
+    method: str | None
+    name: str | None  # params.name / params.uri for the methods in _NAMED_BY
+
+
+def needs_inspection(request: RequestInfo) -> bool:
+    return request.header(b"mcp-method") is not None or request.header(b"mcp-name") is not None
+
+
+def parse_messages(body: bytes, max_bytes: int) -> tuple[JsonRpcMessage, ...]:
+    """Every message of a JSON-RPC body (a batch is a non-empty array), or ``InvalidRequest``."""
+    try:
+        document = strictjson.loads(body, max_bytes=max_bytes, max_depth=MAX_DEPTH)
+    except strictjson.StrictJSONError as exc:
+        raise InvalidRequest(f"the body is not valid JSON-RPC ({exc})") from exc
+    items = document if isinstance(document, list) else [document]
+    if not items or len(items) > MAX_BATCH:
+        raise InvalidRequest(f"a JSON-RPC batch must hold 1 to {MAX_BATCH} messages")
+    return tuple(_message(item) for item in items)
+
+
+def _message(item: Any) -> JsonRpcMessage:
+    if not isinstance(item, dict) or item.get("jsonrpc") != "2.0":
+        raise InvalidRequest('each JSON-RPC message must be an object with "jsonrpc": "2.0"')
+    method = item.get("method")
+    if method is None:
+        if "result" in item or "error" in item:
+            return JsonRpcMessage("response", None, None)
+        raise InvalidRequest("a JSON-RPC message needs a method, a result or an error")
+    if not isinstance(method, str):
+        raise InvalidRequest("the JSON-RPC method must be a string")
+    params = item.get("params")
+    name = None
+    if method in _NAMED_BY:
+        name = params.get(_NAMED_BY[method]) if isinstance(params, dict) else None
+        if not isinstance(name, str):
+            raise InvalidRequest(f"{method} needs params.{_NAMED_BY[method]} as a string")
+    return JsonRpcMessage("request" if "id" in item else "notification", method, name)
+
+
+def check_headers(request: RequestInfo, messages: tuple[JsonRpcMessage, ...]) -> None:
+    """``Mcp-Method`` / ``Mcp-Name`` must describe the one message of the body exactly."""
+    for header, field in ((b"mcp-method", "method"), (b"mcp-name", "name")):
+        values = request.header_values(header)
+        if not values:
+            continue
+        if len(values) > 1 or len(messages) != 1:
+            raise InvalidRequest(f"send one {header.decode()} header, with a body of one JSON-RPC message")
+        if values[0].decode("latin-1") != getattr(messages[0], field):
+            raise InvalidRequest(f"the {header.decode()} header does not match the JSON-RPC body")
