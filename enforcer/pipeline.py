@@ -41,6 +41,7 @@ class Pipeline:
         self.router = Router(policy.resources)
         self.verifier = verifier
         self.rules = {r.id: ResourcePolicy(r.rules) for r in policy.resources}
+        self.explain = False  # per-rule traces on live requests (debugging only)
 
     def route(self, request: RequestInfo, outcome: Outcome) -> Route:
         """Stages 2-3: an unambiguous method and path, then the resource that owns it."""
@@ -72,7 +73,8 @@ class Pipeline:
                 raise InvalidRequest("this request carries Mcp-* headers but its body cannot be inspected")
             body = await read_body(resource.limits.max_body_bytes)
             check_headers(request, parse_messages(body, resource.limits.max_body_bytes))
-        decision = self.rules[resource.id].decide(principal, Operation(request.method, outcome.path))
+        decision = self.rules[resource.id].decide(principal, Operation(request.method, outcome.path),
+                                                  explain=self.explain)
         outcome.decision = decision
         raise_for_decision(decision)
         return Authorized(route, outcome.path, principal, decision, body)

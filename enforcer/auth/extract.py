@@ -12,8 +12,8 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 from enforcer.context import RequestInfo
 from enforcer.errors import InvalidRequest, MissingToken
 
-#: RFC 6750 b64token, one credential after a single space.
-_BEARER = re.compile(rb"^([A-Za-z]+) ([A-Za-z0-9\-._~+/]+=*)\Z")  # \Z: "$" would allow a final newline
+#: RFC 6750 b64token, the one credential after "Bearer " (\Z: "$" would allow a final newline)
+_B64TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+=*\Z")
 MAX_AUTHORIZATION_BYTES = 16384
 _NOT_IN_QUERY = "send the access token in the Authorization header, never in the query string"
 
@@ -30,13 +30,15 @@ def bearer_token(request: RequestInfo) -> str:
     value = values[0]
     if len(value) > MAX_AUTHORIZATION_BYTES:
         raise InvalidRequest(f"the Authorization header is larger than {MAX_AUTHORIZATION_BYTES} bytes")
-    scheme, _, _ = value.strip().partition(b" ")
-    if scheme.lower() != b"bearer":
-        raise MissingToken("this resource accepts only the Bearer scheme: send Authorization: Bearer <token>")
-    match = _BEARER.match(value)
+    if value[:7].lower() != b"bearer ":
+        scheme, _, _ = value.strip().partition(b" ")
+        if scheme.lower() != b"bearer":
+            raise MissingToken("this resource accepts only the Bearer scheme: send Authorization: Bearer <token>")
+        raise InvalidRequest("malformed Authorization header: expected 'Bearer' then one token after a space")
+    match = _B64TOKEN.match(value, 7)
     if match is None:
         raise InvalidRequest("malformed Authorization header: expected 'Bearer' then one token after a space")
-    token = match.group(2).decode("ascii")
+    token = match.group().decode("ascii")
     if _token_in_query(request.query_string, token):
         raise InvalidRequest(_NOT_IN_QUERY)
     return token

@@ -75,7 +75,7 @@ class TokenVerifier:
         self.keys = keys
         self.clock = clock
         self.max_token_bytes = max((k.issuer.max_token_bytes for k in keys.values()), default=8192)
-        self._cache: OrderedDict[str, VerifiedToken] = OrderedDict()
+        self._cache: OrderedDict[bytes, VerifiedToken] = OrderedDict()
         self._audience: dict[str, str] = {}  # resource identifier -> its canonical form
 
     async def verify(self, token: str, issuer_ids: tuple[str, ...], resource: str) -> Principal:
@@ -84,7 +84,7 @@ class TokenVerifier:
             raise InvalidToken(f"the token is larger than {self.max_token_bytes} bytes")
         if not token.isascii():
             raise InvalidToken("the token is not a compact JWS (three base64url segments)")
-        digest = hashlib.sha256(token.encode("ascii")).hexdigest()
+        digest = hashlib.sha256(token.encode("ascii")).digest()
         verified = self._cache.get(digest)
         if verified is None or verified.generation != self.keys[verified.principal.issuer_id].generation:
             verified = await self._verify_uncached(token, issuer_ids)
@@ -103,7 +103,7 @@ class TokenVerifier:
             raise InvalidToken(f"the token's audience does not include {resource}; request a token for it")
         return principal
 
-    def _remember(self, digest: str, verified: VerifiedToken) -> None:
+    def _remember(self, digest: bytes, verified: VerifiedToken) -> None:
         if len(self._cache) >= CACHE_ENTRIES:
             self._cache.popitem(last=False)
         self._cache[digest] = verified

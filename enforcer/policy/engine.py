@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from enforcer.context import Decision, Principal, RuleTrace
 from enforcer.errors import Reason
@@ -28,9 +29,9 @@ from enforcer.policy.conditions import GlobSet
 from enforcer.policy.model import Rule
 
 
-@dataclass(frozen=True)
-class Operation:
-    """What the caller asks to do, as the engine sees it (decoded path, upper-case method)."""
+class Operation(NamedTuple):
+    """What the caller asks to do, as the engine sees it (decoded path, upper-case method).
+    A named tuple rather than a dataclass: one is built per request."""
 
     method: str
     path: str
@@ -46,6 +47,7 @@ class CompiledRule:
     checks: tuple[tuple[str, Check], ...]  # (description, predicate), cheap ones first
     scopes: frozenset[str]
     scope_list: tuple[str, ...]
+    allows: Decision  # this rule's allow, built once (the common answer, without a trace)
 
     @classmethod
     def compile(cls, rule: Rule) -> CompiledRule:
@@ -64,17 +66,17 @@ class CompiledRule:
             paths = GlobSet.compile(rule.paths)
             checks.append((f"path not in [{paths}]", lambda p, op: paths.matches(op.path)))
         scopes = tuple(rule.scopes or ())
-        return cls(rule.id, rule.effect == "deny", tuple(checks), frozenset(scopes), scopes)
+        allows = Decision(True, Reason.ALLOWED, rule.id)
+        return cls(rule.id, rule.effect == "deny", tuple(checks), frozenset(scopes), scopes, allows)
 
     def evaluate(self, principal: Principal, op: Operation) -> tuple[bool, bool, str]:
         """(conditions other than scopes hold, scopes hold, why not)."""
         for description, check in self.checks:
             if not check(principal, op):
                 return False, False, description
-        missing = self.scopes - principal.scopes
-        if missing:
-            return True, False, f"missing scopes [{', '.join(sorted(missing))}]"
-        return True, True, "all conditions hold"
+        if self.scopes <= principal.scopes:
+            return True, True, "all conditions hold"
+        return True, False, f"missing scopes [{', '.join(sorted(self.scopes - principal.scopes))}]"
 
 
 class ResourcePolicy:
@@ -83,14 +85,17 @@ class ResourcePolicy:
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = tuple(CompiledRule.compile(rule) for rule in rules)
 
-    def decide(self, principal: Principal, op: Operation) -> Decision:
+    def decide(self, principal: Principal, op: Operation, *, explain: bool = True) -> Decision:
+        """The decision; with ``explain`` it carries one ``RuleTrace`` per rule evaluated (the
+        live request path leaves it off: the trace is for ``policy explain`` and debugging)."""
         trace: list[RuleTrace] = []
         first_allow: CompiledRule | None = None
         first_scope_gap: CompiledRule | None = None
         for rule in self.rules:
             others_hold, scopes_hold, detail = rule.evaluate(principal, op)
             applies = others_hold and scopes_hold
-            trace.append(RuleTrace(rule.id, "deny" if rule.deny else "allow", applies, detail))
+            if explain:
+                trace.append(RuleTrace(rule.id, "deny" if rule.deny else "allow", applies, detail))
             if not applies:
                 if others_hold and not rule.deny and first_scope_gap is None:
                     first_scope_gap = rule
@@ -100,7 +105,7 @@ class ResourcePolicy:
             if first_allow is None:
                 first_allow = rule
         if first_allow is not None:
-            return Decision(True, Reason.ALLOWED, first_allow.id, trace=tuple(trace))
+            return Decision(True, Reason.ALLOWED, first_allow.id, trace=tuple(trace)) if explain else first_allow.allows
         if first_scope_gap is not None:
             return Decision(False, Reason.INSUFFICIENT_SCOPE, first_scope_gap.id,
                             required_scopes=first_scope_gap.scope_list, trace=tuple(trace))
