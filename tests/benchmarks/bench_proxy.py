@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -285,6 +285,7 @@ class Run:
     requests: int
     non_2xx: int
     socket_errors: int
+    cpu_us: float = 0.0  # CPU time of the proxy process per request (Python proxies only)
 
 
 _UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -309,6 +310,12 @@ def parse_wrk(output: str) -> Run:
         requests=int(total.group(1)), non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process, from /proc (fields 14 and 15 of stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(port: int, connections: int, seconds: float, token: str) -> Run:
@@ -389,6 +396,13 @@ def report(results: dict[tuple[str, int], list[Run]]) -> bool:
         print("| " + " | ".join(cells) + " |")
     print()
     print("Medians over rounds; p99/p50 is the median of each run's ratio.")
+    print()
+    print("CPU time of the proxy process per request (less sensitive to the machine's noise than req/s):")
+    for conns in CONNECTIONS:
+        p_cpu = statistics.median(r.cpu_us for r in results[("passthrough", conns)])
+        e_cpu = statistics.median(r.cpu_us for r in results[("enforcer", conns)])
+        print(f"- c={conns}: passthrough {p_cpu:.0f} us, enforcer {e_cpu:.0f} us "
+              f"(token, policy and identity headers: {e_cpu - p_cpu:+.0f} us, {e_cpu / p_cpu:.2f}x)")
     problems = [f"{config} c={conns}: {sum(r.non_2xx for r in runs)} non-2xx, "
                 f"{sum(r.socket_errors for r in runs)} socket errors"
                 for (config, conns), runs in results.items()
@@ -467,13 +481,20 @@ def benchmark(args: argparse.Namespace) -> bool:
                 run_wrk(ports[name], 32, warmup, token)
             results: dict[tuple[str, int], list[Run]] = {(c, n): [] for c in CONFIGS for n in CONNECTIONS}
             for round_no in range(1, rounds + 1):
+                order = CONFIGS if round_no % 2 else tuple(reversed(CONFIGS))  # no config always runs last
                 for conns in CONNECTIONS:
-                    for name in CONFIGS:
+                    for name in order:
                         children.check_alive()
+                        pid = children.procs[name].pid
+                        before = cpu_seconds(pid) if name != "nginx" else 0.0
                         run = run_wrk(ports[name], conns, duration, token)
+                        if name != "nginx" and run.requests:
+                            cpu_us = (cpu_seconds(pid) - before) / run.requests * 1e6
+                            run = replace(run, cpu_us=cpu_us)
                         results[(name, conns)].append(run)
+                        cpu = f"  cpu {run.cpu_us:.0f} us/req" if run.cpu_us else ""
                         print(f"round {round_no}/{rounds} c={conns:<2} {name:<11} {run.rps:>9,.0f} req/s  "
-                              f"p50 {_ms(run.p50_ms)} ms  p99 {_ms(run.p99_ms)} ms"
+                              f"p50 {_ms(run.p50_ms)} ms  p99 {_ms(run.p99_ms)} ms{cpu}"
                               + (f"  non-2xx {run.non_2xx}" if run.non_2xx else "")
                               + (f"  socket errors {run.socket_errors}" if run.socket_errors else ""),
                               flush=True)
