@@ -9,7 +9,6 @@ inspection) slot in between token verification and the policy decision.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -20,10 +19,9 @@ from enforcer.errors import AccessDenied, InsufficientScope, InvalidRequest, NoR
 from enforcer.mcp.inspect import check_headers, needs_inspection, parse_messages
 from enforcer.policy.engine import Operation, ResourcePolicy
 from enforcer.policy.loader import Policy
-from enforcer.routing import Route, Router, clean_path
+from enforcer.routing import METHOD, Route, Router, clean_path
 
 BodyReader = Callable[[int], Awaitable[bytes]]
-_METHOD = re.compile(r"[A-Z][A-Z-]{0,31}\Z")
 
 
 @dataclass(frozen=True)
@@ -45,8 +43,7 @@ class Pipeline:
 
     def route(self, request: RequestInfo, outcome: Outcome) -> Route:
         """Stages 2-3: an unambiguous method and path, then the resource that owns it."""
-        if not _METHOD.match(request.method):
-            # rules compare methods exactly, and the forwarding client upper-cases them
+        if not METHOD.match(request.method):
             raise InvalidRequest("the method must be an upper-case token such as GET or POST")
         path = clean_path(request.raw_path)
         outcome.path = path

@@ -22,7 +22,9 @@ _FORBIDDEN_ESCAPES = re.compile(rb"%(?:2[fF]|5[cC]|00|25|3[bB])")
 _BAD_HEX = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _CONTROL_OR_BACKSLASH = re.compile(rb"[\x00-\x1f\x7f\\\\;]")
 #: "/./", "/../", "//" anywhere, or "/." / "/.." at the end ("/x/" with a trailing slash is fine)
-_DOT_OR_EMPTY_SEGMENT = re.compile(rb"/\.{0,2}(?=/)|/\.{1,2}\Z")
+DOT_OR_EMPTY_SEGMENT = re.compile(rb"/\.{0,2}(?=/)|/\.{1,2}\Z")
+#: methods are upper-case tokens: rules compare them exactly and the forwarding client upper-cases them
+METHOD = re.compile(r"[A-Z][A-Z-]{0,31}\Z")
 MAX_PATH_BYTES = 8192
 
 
@@ -89,7 +91,7 @@ def clean_path(raw_path: bytes) -> str:
     decoded = unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path
     if _CONTROL_OR_BACKSLASH.search(decoded):
         raise InvalidRequest("the path contains control characters, a backslash or ';' (path parameters)")
-    if _DOT_OR_EMPTY_SEGMENT.search(decoded):
+    if DOT_OR_EMPTY_SEGMENT.search(decoded):
         raise InvalidRequest("the path contains '.', '..' or empty segments; send the normalised path")
     try:
         return decoded.decode("utf-8")

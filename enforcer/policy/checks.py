@@ -18,10 +18,9 @@ from urllib.parse import urlsplit
 from enforcer.policy.loader import SourceFile
 from enforcer.policy.model import ASYMMETRIC_ALGORITHMS, Issuer, Resource, Rule
 from enforcer.policy.problems import PolicyProblem, field_path, position
+from enforcer.routing import DOT_OR_EMPTY_SEGMENT, METHOD
 
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
-_METHOD = re.compile(r"^[A-Z]+$")
-_DOT_OR_EMPTY_SEGMENT = re.compile(r"/\.{0,2}(?=/)|/\.{1,2}\Z")
 _UNSUPPORTED = "cannot be enforced by this version of the enforcer; the policy is refused rather than run without it"
 
 
@@ -145,7 +144,7 @@ def _rule_problems(rule: Rule, prefix: str) -> Found:
             if not value:
                 yield (name, v), "invalid_value", "an empty string is not a valid value"
     for m, method in enumerate(rule.methods or ()):
-        if not _METHOD.match(method):
+        if not METHOD.match(method):
             yield ("methods", m), "invalid_value", f"{method!r} is not an upper-case HTTP method"
     for s, scope in enumerate(rule.scopes or ()):
         if scope and not _SCOPE_TOKEN.match(scope):
@@ -169,7 +168,7 @@ def _unreachable_path(path: str, prefix: str) -> str | None:
     if "%" in path or ";" in path or "\\" in path:
         return (f"{path!r}: rules see the decoded path (write characters as themselves, no %-escapes), "
                 "and requests with ';' or '\\' are refused before any rule runs")
-    if _DOT_OR_EMPTY_SEGMENT.search(path.replace("*", "x")):
+    if DOT_OR_EMPTY_SEGMENT.search(path.replace("*", "x").encode()):
         return f"{path!r} has '.', '..' or empty segments, which requests may not contain"
     head = path.split("*", 1)[0]
     under_prefix = prefix == "/" or head == prefix or head.startswith(prefix + "/")
