@@ -9,6 +9,7 @@ read these, so they carry no HTTP machinery and can be built by hand in tests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from enforcer.errors import Reason
@@ -26,14 +27,23 @@ class RequestInfo:
     client: str | None = None
     request_id: str = ""
 
+    @cached_property
+    def _by_name(self) -> dict[bytes, list[bytes]]:
+        """Header values by name, built on first use (several stages look headers up)."""
+        index: dict[bytes, list[bytes]] = {}
+        for key, value in self.headers:
+            if key in index:
+                index[key].append(value)
+            else:
+                index[key] = [value]
+        return index
+
     def header_values(self, name: bytes) -> list[bytes]:
-        return [value for key, value in self.headers if key == name]
+        return self._by_name.get(name, [])
 
     def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        values = self._by_name.get(name)
+        return values[0] if values else None
 
 
 @dataclass(frozen=True)

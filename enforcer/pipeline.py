@@ -62,7 +62,8 @@ class Pipeline:
         enforcer buffer anything), through ``read_body(limit)``, which raises ``BodyTooLarge``."""
         resource = route.resource
         token = bearer_token(request)
-        principal = await self.verifier.verify(token, resource.issuers, resource.resource)
+        principal = (self.verifier.verify_cached(token, resource.issuers, resource.resource)
+                     or await self.verifier.verify(token, resource.issuers, resource.resource))
         outcome.principal = principal
         body = None
         if needs_inspection(request):

@@ -80,15 +80,31 @@ class TokenVerifier:
 
     async def verify(self, token: str, issuer_ids: tuple[str, ...], resource: str) -> Principal:
         """Verify ``token`` for a resource identified by ``resource`` accepting ``issuer_ids``."""
+        digest, verified = self._lookup(token)
+        if verified is None:
+            verified = await self._verify_uncached(token, issuer_ids)
+            self._remember(digest, verified)
+        return self._accept(token, verified, issuer_ids, resource)
+
+    def verify_cached(self, token: str, issuer_ids: tuple[str, ...], resource: str) -> Principal | None:
+        """``verify`` without awaiting, for a token already verified (``None`` otherwise): the
+        common case of an agent reusing its token, kept off the coroutine machinery."""
+        _, verified = self._lookup(token)
+        return None if verified is None else self._accept(token, verified, issuer_ids, resource)
+
+    def _lookup(self, token: str) -> tuple[bytes, VerifiedToken | None]:
         if len(token) > self.max_token_bytes:
             raise InvalidToken(f"the token is larger than {self.max_token_bytes} bytes")
         if not token.isascii():
             raise InvalidToken("the token is not a compact JWS (three base64url segments)")
         digest = hashlib.sha256(token.encode("ascii")).digest()
         verified = self._cache.get(digest)
-        if verified is None or verified.generation != self.keys[verified.principal.issuer_id].generation:
-            verified = await self._verify_uncached(token, issuer_ids)
-            self._remember(digest, verified)
+        if verified is not None and verified.generation != self.keys[verified.principal.issuer_id].generation:
+            verified = None  # the issuer's keys changed since: verify again
+        return digest, verified
+
+    def _accept(self, token: str, verified: VerifiedToken, issuer_ids: tuple[str, ...], resource: str) -> Principal:
+        """The checks that depend on the request, not the token: run on every request."""
         principal = verified.principal
         if principal.issuer_id not in issuer_ids:
             raise InvalidToken("the token's issuer is not accepted by this resource")
