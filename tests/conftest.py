@@ -54,6 +54,13 @@ def start_stack(tmp_path: Path, *, rules: str | None = None, extra_resource: str
             yield Stack(key, endpoint, jwks_server, upstream, upstream_server, app, enforcer, client)
 
 
+def reset(stack: Stack) -> Stack:
+    """A module-scoped stack made ready for the next test: nothing recorded, the default upstream."""
+    stack.upstream.requests.clear()
+    stack.upstream.handler = None
+    return stack
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     yield from start_stack(tmp_path)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Stack, start_stack
+from tests.conftest import Stack, reset, start_stack
 from tests.support import RESOURCE, claims, raw_request, sign
 
 METADATA_URL = "http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp"
@@ -40,8 +40,7 @@ def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def stack(shared_stack: Stack) -> Stack:
-    shared_stack.upstream.requests.clear()
-    return shared_stack
+    return reset(shared_stack)
 
 
 def parse_challenge(value: str) -> dict[str, str]:

@@ -23,7 +23,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from tests.conftest import Stack
+from tests.conftest import Stack, reset
 from tests.support import (
     JWKSEndpoint,
     RecordingUpstream,
@@ -59,10 +59,8 @@ def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def stack(shared_stack: Stack) -> Iterator[Stack]:
-    shared_stack.upstream.requests.clear()
-    shared_stack.upstream.handler = None
-    yield shared_stack
-    shared_stack.upstream.handler = None
+    yield reset(shared_stack)
+    reset(shared_stack)
 
 
 @pytest.fixture(scope="module")

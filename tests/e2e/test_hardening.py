@@ -27,7 +27,7 @@ import uvicorn
 
 from enforcer.app import EnforcerApp
 from enforcer.policy.loader import PolicyLoadError, load_policy
-from tests.conftest import Stack, start_stack
+from tests.conftest import Stack, reset, start_stack
 from tests.support import (
     JWKSEndpoint,
     Recorded,
@@ -68,9 +68,7 @@ def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def stack(shared_stack: Stack) -> Stack:
-    shared_stack.upstream.requests.clear()
-    shared_stack.upstream.handler = None
-    return shared_stack
+    return reset(shared_stack)
 
 
 def auth_header(stack: Stack, **overrides: Any) -> tuple[str, str]:

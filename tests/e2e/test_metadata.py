@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from enforcer.metadata import metadata_url
-from tests.conftest import Stack, start_stack
+from tests.conftest import Stack, reset, start_stack
 from tests.support import ISSUER, RESOURCE, SigningKey, jwks, serve_enforcer
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
@@ -43,8 +43,7 @@ def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def stack(shared_stack: Stack) -> Stack:
-    shared_stack.upstream.requests.clear()
-    return shared_stack
+    return reset(shared_stack)
 
 
 def assert_document(response: httpx.Response, expected: dict[str, object]) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Stack, start_stack
+from tests.conftest import Stack, reset, start_stack
 from tests.support import RawResponse, claims, raw_request, sign
 
 AMBIGUOUS = [
@@ -68,8 +68,7 @@ def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def stack(shared_stack: Stack) -> Stack:
-    shared_stack.upstream.requests.clear()
-    return shared_stack
+    return reset(shared_stack)
 
 
 def assert_invalid_request(response: RawResponse) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Stack, start_stack
+from tests.conftest import Stack, reset, start_stack
 from tests.support import (
     JWKSEndpoint,
     SigningKey,
@@ -45,10 +45,8 @@ def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def stack(shared_stack: Stack) -> Iterator[Stack]:
-    shared_stack.upstream.requests.clear()
-    shared_stack.upstream.handler = None
-    yield shared_stack
-    shared_stack.upstream.handler = None
+    yield reset(shared_stack)
+    reset(shared_stack)
 
 
 def auth(key: SigningKey) -> dict[str, str]:
