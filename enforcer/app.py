@@ -155,7 +155,8 @@ class EnforcerApp:
     async def _serve_metadata(self, request: RequestInfo, send: Send, outcome: Outcome) -> bool:
         path = request.raw_path.decode("latin-1") + (
             "?" + request.query_string.decode("latin-1") if request.query_string else "")
-        resource = self._metadata.get(path)
+        host = (request.header(b"host") or b"").decode("latin-1")
+        resource = _pick_for_host(self._metadata.get(path, []), host)
         if resource is None:
             return False
         outcome.resource_id, outcome.reason, outcome.status = resource.id, Reason.ALLOWED, 200
@@ -240,8 +241,21 @@ def _has_body(request: RequestInfo) -> bool:
     return length is not None and length.strip() != b"0"
 
 
-def _metadata_index(policy: Policy) -> dict[str, Resource]:
-    index = {metadata_path(r.resource): r for r in policy.resources}
+def _metadata_index(policy: Policy) -> dict[str, list[Resource]]:
+    """Metadata path -> the resources documented there (several when identifiers differ only
+    in their host: ``https://a.test/mcp`` and ``https://b.test/mcp``)."""
+    index: dict[str, list[Resource]] = {}
+    for resource in policy.resources:
+        index.setdefault(metadata_path(resource.resource), []).append(resource)
     if len(policy.resources) == 1:
-        index.setdefault(WELL_KNOWN, policy.resources[0])  # root form, RFC 9728 / MCP fallback
+        index.setdefault(WELL_KNOWN, [policy.resources[0]])  # root form, RFC 9728 / MCP fallback
     return index
+
+
+def _pick_for_host(candidates: list[Resource], host: str) -> Resource | None:
+    """As routing does: a resource whose ``match.host`` is this Host wins over one without."""
+    host = host.lower()
+    for resource in candidates:
+        if resource.match.host is not None and resource.match.host.lower() == host:
+            return resource
+    return next((r for r in candidates if r.match.host is None), None)

@@ -208,3 +208,36 @@ def test_no_document_where_no_resource_is_identified(multi: httpx.Client, path: 
     response = multi.get(path)
     assert response.status_code == 404
     assert "resource" not in response.json()
+
+
+def test_same_path_on_two_hosts_serves_each_host_its_own_document(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """PR-09: identifiers that differ only in host share a metadata path; the Host (as in
+    routing, via match.host) picks the document, and no host gets the other's."""
+    import httpx
+
+    from tests.support import RecordingUpstream, serve_enforcer, serving
+
+    with serving(RecordingUpstream()) as upstream:
+        text = f"""version: 1
+issuers:
+  - id: test
+    issuer: https://issuer.test
+    jwks_uri: http://127.0.0.1:9/jwks
+resources:
+  - id: a
+    resource: https://a.example.test/mcp
+    match: {{path_prefix: /mcp, host: a.example.test}}
+    upstream: {upstream.url}/mcp
+    issuers: [test]
+  - id: b
+    resource: https://b.example.test/mcp
+    match: {{path_prefix: /mcp, host: b.example.test}}
+    upstream: {upstream.url}/mcp
+    issuers: [test]
+"""
+        with serve_enforcer(tmp_path, text) as (_, enforcer):
+            url = f"{enforcer.url}/.well-known/oauth-protected-resource/mcp"
+            for host in ("a.example.test", "b.example.test"):
+                document = httpx.get(url, headers={"host": host}).json()
+                assert document["resource"] == f"https://{host}/mcp"
+            assert httpx.get(url, headers={"host": "c.example.test"}).status_code == 404
