@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 from starlette.types import Receive, Scope, Send
 
-from enforcer.auth.jwks import IssuerKeys, make_source
+from enforcer.auth.jwks import IssuerKeys
+from enforcer.auth.keysources import make_source
 from enforcer.auth.tokens import TokenVerifier
 from enforcer.clock import Clock, SystemClock
 from enforcer.context import Outcome, RequestInfo

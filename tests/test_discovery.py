@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from enforcer.auth.jwks import DiscoveryKeySource, IssuerKeys
+from enforcer.auth.jwks import IssuerKeys
+from enforcer.auth.keysources import DiscoveryKeySource
 from enforcer.clock import SystemClock
 from enforcer.policy.model import Issuer
 from tests.support import SigningKey, free_port, jwks, serving

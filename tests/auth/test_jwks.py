@@ -17,16 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import RSAKey
 
-from enforcer.auth.jwks import (
-    MAX_KEYS,
-    DiscoveryKeySource,
-    FileKeySource,
-    IssuerKeys,
-    KeySourceError,
-    UriKeySource,
-    max_age,
-    parse_jwks,
-)
+from enforcer.auth.jwks import MAX_KEYS, IssuerKeys, parse_jwks
+from enforcer.auth.keysources import DiscoveryKeySource, FileKeySource, KeySourceError, UriKeySource, max_age
 from enforcer.auth.tokens import TokenVerifier
 from enforcer.clock import FrozenClock
 from enforcer.errors import InvalidToken

@@ -43,7 +43,8 @@ from joserfc.errors import SecurityWarning
 from joserfc.jwk import OctKey, RSAKey
 from joserfc.jws import JWSRegistry
 
-from enforcer.auth.jwks import FileKeySource, IssuerKeys
+from enforcer.auth.jwks import IssuerKeys
+from enforcer.auth.keysources import FileKeySource
 from enforcer.auth.tokens import TokenVerifier
 from enforcer.clock import FrozenClock
 from enforcer.context import Principal
