@@ -26,7 +26,7 @@ from enforcer.auth.tokens import TokenVerifier
 from enforcer.clock import Clock, SystemClock
 from enforcer.context import Outcome, RequestInfo
 from enforcer.errors import BodyTooLarge, EnforcerError, Reason
-from enforcer.metadata import WELL_KNOWN, challenge, metadata_document, metadata_path
+from enforcer.metadata import WELL_KNOWN, MetadataIndex, challenge, metadata_document
 from enforcer.observability.metrics import Metrics
 from enforcer.pipeline import Authorized, Pipeline
 from enforcer.policy.loader import Policy
@@ -64,7 +64,7 @@ class EnforcerApp:
         }
         self.pipeline = Pipeline(policy, TokenVerifier(self.keys, self.clock))
         self.forwarder = Forwarder()
-        self._metadata = _metadata_index(policy)
+        self._metadata = MetadataIndex(policy.resources)
         self._tasks: list[asyncio.Task[None]] = []
         # Only the benchmark harness sets this (it is not reachable from a policy or the CLI).
         self._verify_tokens = verify_tokens
@@ -156,8 +156,7 @@ class EnforcerApp:
     async def _serve_metadata(self, request: RequestInfo, send: Send, outcome: Outcome) -> bool:
         path = request.raw_path.decode("latin-1") + (
             "?" + request.query_string.decode("latin-1") if request.query_string else "")
-        host = (request.header(b"host") or b"").decode("latin-1")
-        resource = _pick_for_host(self._metadata.get(path, []), host)
+        resource = self._metadata.lookup(path, (request.header(b"host") or b"").decode("latin-1"))
         if resource is None:
             return False
         outcome.resource_id, outcome.reason, outcome.status = resource.id, Reason.ALLOWED, 200
@@ -240,23 +239,3 @@ def _has_body(request: RequestInfo) -> bool:
         return True
     length = request.header(b"content-length")
     return length is not None and length.strip() != b"0"
-
-
-def _metadata_index(policy: Policy) -> dict[str, list[Resource]]:
-    """Metadata path -> the resources documented there (several when identifiers differ only
-    in their host: ``https://a.test/mcp`` and ``https://b.test/mcp``)."""
-    index: dict[str, list[Resource]] = {}
-    for resource in policy.resources:
-        index.setdefault(metadata_path(resource.resource), []).append(resource)
-    if len(policy.resources) == 1:
-        index.setdefault(WELL_KNOWN, [policy.resources[0]])  # root form, RFC 9728 / MCP fallback
-    return index
-
-
-def _pick_for_host(candidates: list[Resource], host: str) -> Resource | None:
-    """As routing does: a resource whose ``match.host`` is this Host wins over one without."""
-    host = host.lower()
-    for resource in candidates:
-        if resource.match.host is not None and resource.match.host.lower() == host:
-            return resource
-    return next((r for r in candidates if r.match.host is None), None)

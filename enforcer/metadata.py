@@ -59,3 +59,25 @@ def _quoted(value: str) -> str:
     """RFC 6750 section 3 forbids '"' and '\\' in these values; keep them printable ASCII."""
     cleaned = value.translate(_UNSAFE_IN_QUOTED)
     return "".join(ch if 0x20 <= ord(ch) < 0x7F else "?" for ch in cleaned)
+
+
+class MetadataIndex:
+    """Which resource's document a metadata path serves. Identifiers that differ only in
+    their host (``https://a.test/mcp``, ``https://b.test/mcp``) share a path; the Host picks
+    among them exactly as routing does (``match.host`` first, then a resource without one).
+    With a single resource, the root form is served too (RFC 9728 / MCP client fallback)."""
+
+    def __init__(self, resources: tuple[Resource, ...]) -> None:
+        self._by_path: dict[str, list[Resource]] = {}
+        for resource in resources:
+            self._by_path.setdefault(metadata_path(resource.resource), []).append(resource)
+        if len(resources) == 1:
+            self._by_path.setdefault(WELL_KNOWN, [resources[0]])
+
+    def lookup(self, path: str, host: str) -> Resource | None:
+        candidates = self._by_path.get(path, [])
+        host = host.lower()
+        for resource in candidates:
+            if resource.match.host is not None and resource.match.host.lower() == host:
+                return resource
+        return next((r for r in candidates if r.match.host is None), None)

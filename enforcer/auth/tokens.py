@@ -10,9 +10,9 @@ Order (cheap and structural first, crypto after, claims always):
    no key-bearing headers (``jku``/``x5u``/``jwk``/``x5c``: keys only come from config);
 4. the key comes from that issuer's cache by ``kid`` and must be bound to ``alg``;
 5. joserfc verifies the signature with that single key and algorithm;
-6. claims: required set with strict types, exact ``iss``, ``exp``/``nbf``/``iat`` with
-   skew (joserfc's claims registry, always run), ``aud`` contains the resource,
-   ``client_id`` and ``act`` well-formed.
+6. claims (``claims.py``): required set with strict types, exact ``iss``,
+   ``exp``/``nbf``/``iat`` with skew (joserfc's claims registry, always run), ``aud``
+   contains the resource, ``client_id``, ``scope`` and ``act`` well-formed.
 
 A verified token is cached by its SHA-256 until it expires or its issuer's key set
 changes; ``exp``/``nbf`` and the resource checks run again on every hit.
@@ -26,13 +26,12 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from joserfc import jws
 from joserfc.errors import JoseError
-from joserfc.jwt import JWTClaimsRegistry
 
 from enforcer.auth import strictjson
+from enforcer.auth.claims import canonical_resource, check_claims
 from enforcer.auth.jwks import IssuerKeys
 from enforcer.clock import Clock
 from enforcer.context import Principal
@@ -41,14 +40,8 @@ from enforcer.policy.model import Issuer
 
 _COMPACT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 _KEY_BEARING_HEADERS = ("jku", "x5u", "jwk", "x5c")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-#: RFC 6749 section 3.3 scope tokens (%x21 / %x23-5B / %x5D-7E) separated by spaces; split on " " only
-_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e ]*\Z")
 MAX_HEADER_BYTES = 4096
-MAX_AUD_ENTRIES = 32
-MAX_ACT_DEPTH = 10
 CACHE_ENTRIES = 10_000
-MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z: later values are an attack, not a date
 
 
 @dataclass(frozen=True)
@@ -62,12 +55,6 @@ class VerifiedToken:
 def token_hash(token: str) -> str:
     """The short form of a token that may appear in logs and audit records."""
     return hashlib.sha256(token.encode("ascii")).hexdigest()[:16]
-
-
-def canonical_resource(uri: str) -> str:
-    """Lower-case scheme and host only (MCP canonical URI rule); path stays case-sensitive."""
-    parts = urlsplit(uri)
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, parts.fragment))
 
 
 class TokenVerifier:
@@ -152,8 +139,13 @@ class TokenVerifier:
             jws.deserialize_compact(token, key.key, algorithms=[key.alg])
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidToken("the token's signature is invalid") from exc
-        principal, audiences, nbf = self._check_claims(token, claims, issuer)
-        return VerifiedToken(principal, audiences, nbf, issuer_keys.generation)
+        checked = check_claims(claims, issuer, int(self.clock.time()))
+        principal = Principal(
+            issuer_id=issuer.id, iss=issuer.issuer, sub=checked.sub, client_id=checked.client_id,
+            scopes=checked.scopes, jti=checked.jti, exp=checked.exp, token_hash=token_hash(token),
+            act=checked.act, claims=claims,
+        )
+        return VerifiedToken(principal, checked.audiences, checked.nbf, issuer_keys.generation)
 
     def _issuer_for(self, claims: dict[str, Any], issuer_ids: tuple[str, ...]) -> IssuerKeys:
         iss = claims.get("iss")
@@ -163,44 +155,6 @@ class TokenVerifier:
             if self.keys[issuer_id].issuer.issuer == iss:
                 return self.keys[issuer_id]
         raise InvalidToken("the token's issuer (iss) is not accepted by this resource")
-
-    def _check_claims(
-        self, token: str, claims: dict[str, Any], issuer: Issuer
-    ) -> tuple[Principal, frozenset[str], float | None]:
-        registry = JWTClaimsRegistry(
-            now=int(self.clock.time()),
-            leeway=issuer.clock_skew_seconds,
-            iss={"essential": True, "value": issuer.issuer},
-            exp={"essential": True},
-            iat={"essential": True},
-            sub={"essential": True},
-            jti={"essential": True},
-        )
-        try:
-            registry.validate(claims)
-        except JoseError as exc:
-            raise InvalidToken(_claim_error_text(exc)) from exc
-        for name in ("exp", "iat", "nbf"):
-            value = claims.get(name)
-            if value is not None and not 0 <= value <= MAX_NUMERIC_DATE:
-                raise InvalidToken(f"the token's {name} claim is not a plausible NumericDate")
-        audiences = _audiences(claims.get("aud"))
-        client_id = _required_string(claims, "client_id")
-        sub = _required_string(claims, "sub")
-        jti = _required_string(claims, "jti")
-        scope = claims.get("scope", "")
-        if not isinstance(scope, str) or not _SCOPE.match(scope):
-            raise InvalidToken("the scope claim must be scope tokens separated by single spaces (RFC 6749 3.3)")
-        act = claims.get("act")
-        if act is not None:
-            _check_act(act, 1)
-        principal = Principal(
-            issuer_id=issuer.id, iss=issuer.issuer, sub=sub, client_id=client_id,
-            scopes=frozenset(scope.split(" ")) - {""}, jti=jti, exp=int(claims["exp"]),
-            token_hash=token_hash(token), act=act, claims=claims,
-        )
-        nbf = claims.get("nbf")
-        return principal, audiences, nbf
 
 
 def _json_segment(segment: str, name: str, max_bytes: int) -> dict[str, Any]:
@@ -236,42 +190,3 @@ def _check_header(header: dict[str, Any], issuer: Issuer) -> str:
     if kid is not None and (not isinstance(kid, str) or len(kid) > 256):
         raise InvalidToken("the token's kid must be a string of at most 256 characters")
     return alg
-
-
-def _required_string(claims: dict[str, Any], name: str) -> str:
-    value = claims.get(name)
-    if not isinstance(value, str) or not value:
-        raise InvalidToken(f"the token's {name} claim must be a non-empty string")
-    if _CONTROL.search(value) or len(value) > 1024:
-        raise InvalidToken(f"the token's {name} claim contains control characters or is too long")
-    return value
-
-
-def _audiences(aud: Any) -> frozenset[str]:
-    values = [aud] if isinstance(aud, str) else aud
-    if not isinstance(values, list) or not values or len(values) > MAX_AUD_ENTRIES:
-        raise InvalidToken("the token's aud claim must be a string or a short array of strings")
-    if not all(isinstance(v, str) for v in values):
-        raise InvalidToken("the token's aud claim must contain only strings")
-    try:
-        return frozenset(canonical_resource(v) for v in values)
-    except ValueError as exc:  # urlsplit refuses some strings (e.g. "http://[::1")
-        raise InvalidToken("the token's aud claim holds a value that is not a URI") from exc
-
-
-def _check_act(act: Any, depth: int) -> None:
-    if depth > MAX_ACT_DEPTH:
-        raise InvalidToken(f"the token's act chain is deeper than {MAX_ACT_DEPTH}")
-    if not isinstance(act, dict) or not isinstance(act.get("sub"), str):
-        raise InvalidToken("each act claim must be an object with a string sub")
-    if "act" in act:
-        _check_act(act["act"], depth + 1)
-
-
-def _claim_error_text(exc: JoseError) -> str:
-    name = type(exc).__name__
-    if name == "ExpiredTokenError":
-        return "the token has expired"
-    if name == "MissingClaimError":
-        return f"the token lacks required claims: {exc.description}"
-    return f"the token's claims are invalid: {exc.description}"
