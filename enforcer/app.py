@@ -150,8 +150,8 @@ class EnforcerApp:
                 await send_error(send, EnforcerError("internal error"), None)
         finally:
             self.metrics.inflight.dec()
-            self.metrics.observe(outcome.resource_id, outcome.reason is Reason.ALLOWED, outcome.reason,
-                                 time.perf_counter() - started)
+            allowed = outcome.reason is Reason.ALLOWED or (outcome.decision is not None and outcome.decision.allowed)
+            self.metrics.observe(outcome.resource_id, allowed, outcome.reason, time.perf_counter() - started)
 
     async def _serve_metadata(self, request: RequestInfo, send: Send, outcome: Outcome) -> bool:
         path = request.raw_path.decode("latin-1") + (
