@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -39,6 +40,7 @@ log = logging.getLogger("enforcer.app")
 
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = (b"cache-control", b"no-store")
+_TRACEPARENT = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}\Z")
 
 
 class EnforcerApp:
@@ -140,14 +142,14 @@ class EnforcerApp:
         except EnforcerError as error:
             outcome.reason = error.reason
             outcome.status = error.status
-            await send_error(send, error, resource)
+            await send_error(send, error, resource, request.request_id)
         except StreamAborted as aborted:
             outcome.reason = aborted.reason
         except Exception:
             log.exception("internal error", extra={"request_id": request.request_id})
             outcome.reason, outcome.status = Reason.INTERNAL_ERROR, 500
             with contextlib.suppress(Exception):
-                await send_error(send, EnforcerError("internal error"), None)
+                await send_error(send, EnforcerError("internal error"), None, request.request_id)
         finally:
             self.metrics.inflight.dec()
             allowed = outcome.reason is Reason.ALLOWED or (outcome.decision is not None and outcome.decision.allowed)
@@ -172,6 +174,7 @@ class EnforcerApp:
         headers = hdr.upstream_request_headers(request.headers, forward_token=resource.forward_token)
         headers += hdr.forwarded_headers(request.client, request.header(b"x-forwarded-for"),
                                          route.public_scheme, route.public_host)
+        headers.append(("x-request-id", request.request_id))
         if authorized is not None:
             p = authorized.principal
             act = json.dumps(p.act, separators=(",", ":"), ensure_ascii=False) if p.act is not None else None
@@ -188,14 +191,28 @@ class EnforcerApp:
         return await self.forwarder.forward(plan, receive, send)
 
 
-async def send_error(send: Send, error: EnforcerError, resource: Resource | None) -> None:
-    """The one place an ``EnforcerError`` becomes a response."""
+async def send_error(send: Send, error: EnforcerError, resource: Resource | None, request_id: str) -> None:
+    """The one place an ``EnforcerError`` becomes a response. ``X-Request-Id`` lets an agent
+    developer quote the refusal to whoever reads the enforcer's logs."""
     body = json.dumps(error.body()).encode()
-    headers = [_JSON, _NO_STORE, (b"content-length", str(len(body)).encode())]
+    headers = [_JSON, _NO_STORE, (b"content-length", str(len(body)).encode()),
+               (b"x-request-id", request_id.encode("ascii"))]
     if error.challenge:
         headers.append((b"www-authenticate", challenge(error, resource).encode("ascii")))
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The W3C trace id of a valid inbound ``traceparent`` (so logs join the caller's trace),
+    else a fresh random id of the same shape."""
+    for name, value in headers:
+        if name == b"traceparent":
+            match = _TRACEPARENT.match(value)
+            if match and match.group(1) != b"0" * 32 and match.group(2) != b"0" * 16:
+                return match.group(1).decode("ascii")
+            break
+    return os.urandom(16).hex()
 
 
 def _request_info(scope: Scope) -> RequestInfo:
@@ -207,7 +224,7 @@ def _request_info(scope: Scope) -> RequestInfo:
         headers=tuple(scope["headers"]),
         scheme=scope.get("scheme", "http"),
         client=client[0] if client else None,
-        request_id=os.urandom(8).hex(),
+        request_id=_request_id(scope["headers"]),
     )
 
 

@@ -24,7 +24,7 @@ HOP_BY_HOP = frozenset({
 #: set by the enforcer itself, or claims about the client that only the enforcer may make
 _REPLACED = frozenset({
     b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-forwarded-port",
-    b"x-forwarded-prefix", b"x-forwarded-server", b"x-real-ip", b"true-client-ip",
+    b"x-forwarded-prefix", b"x-forwarded-server", b"x-real-ip", b"true-client-ip", b"x-request-id",
 })
 #: frameworks run the method or path these name instead of the request's own
 _OVERRIDES = frozenset({

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -450,3 +451,33 @@ def test_concurrent_requests_keep_their_own_identity(stack: Stack) -> None:
     assert results == {sub: sub for sub in subjects}
     assert time.monotonic() - started < 5
 
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.mark.parametrize(("traceparent", "expected_id"), [
+    pytest.param(f"00-{TRACE_ID}-00f067aa0ba902b7-01", TRACE_ID, id="valid-traceparent-gives-the-trace-id"),
+    pytest.param(f"00-{'0' * 32}-00f067aa0ba902b7-01", None, id="all-zero-trace-id-ignored"),
+    pytest.param(f"00-{TRACE_ID.upper()}-00f067aa0ba902b7-01", None, id="upper-case-hex-ignored"),
+    pytest.param("garbage", None, id="malformed-ignored"),
+    pytest.param(None, None, id="absent"),
+])
+def test_request_id_is_the_trace_id_or_fresh_and_reaches_upstream_and_errors(
+        stack: Stack, traceparent: str | None, expected_id: str | None) -> None:
+    extra = [("traceparent", traceparent)] if traceparent else []
+    ok = raw_request(stack.enforcer.port, "/mcp/tools",
+                     headers=[("Authorization", f"Bearer {sign(stack.key, claims())}"),
+                              ("X-Request-Id", "client-chosen"), *extra])
+    assert ok.status == 200
+    forwarded = stack.upstream.requests[-1]
+    request_id = forwarded.header("x-request-id")
+    assert request_id is not None and re.fullmatch(r"[0-9a-f]{32}", request_id)
+    if expected_id:
+        assert request_id == expected_id
+    assert forwarded.header("traceparent") == traceparent  # passed through untouched
+    refused = raw_request(stack.enforcer.port, "/mcp/tools", headers=extra)
+    assert refused.status == 401
+    refused_id = refused.header("x-request-id")
+    assert refused_id is not None and re.fullmatch(r"[0-9a-f]{32}", refused_id)
+    assert (refused_id == expected_id) if expected_id else refused_id != request_id
