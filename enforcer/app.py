@@ -33,7 +33,7 @@ from enforcer.pipeline import Authorized, Pipeline
 from enforcer.policy.loader import Policy
 from enforcer.policy.model import Resource
 from enforcer.proxy import headers as hdr
-from enforcer.proxy.forward import ClientDisconnected, Forwarder, ForwardPlan, StreamAborted
+from enforcer.proxy.forward import Forwarder, ForwardPlan, StreamAborted, request_chunks
 from enforcer.routing import Route
 
 log = logging.getLogger("enforcer.app")
@@ -137,8 +137,7 @@ class EnforcerApp:
             if self._verify_tokens:
                 authorized = await self.pipeline.authorize(request, route, outcome, _body_reader(request, receive))
             outcome.reason = Reason.ALLOWED
-            outcome.upstream_status = await self._forward(request, route, authorized, outcome, receive, send)
-            outcome.status = outcome.upstream_status
+            outcome.status = await self._forward(request, route, authorized, outcome, receive, send)
         except EnforcerError as error:
             outcome.reason = error.reason
             outcome.status = error.status
@@ -235,18 +234,12 @@ def _body_reader(request: RequestInfo, receive: Receive):  # type: ignore[no-unt
         declared = request.header(b"content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
             raise BodyTooLarge(f"the body is larger than {limit} bytes")
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected("the client disconnected while sending the body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
+        body = bytearray()
+        async for chunk in request_chunks(receive):
+            body += chunk
+            if len(body) > limit:
                 raise BodyTooLarge(f"the body is larger than {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        return bytes(body)
 
     return read
 

@@ -93,6 +93,5 @@ class Outcome:
     path: str = ""
     principal: Principal | None = None
     decision: Decision | None = None
-    status: int = 0
+    status: int = 0  # ours, or the upstream's when the request was forwarded
     reason: Reason = Reason.INTERNAL_ERROR
-    upstream_status: int | None = None

@@ -26,16 +26,15 @@ BodyReader = Callable[[int], Awaitable[bytes]]
 
 @dataclass(frozen=True)
 class Authorized:
-    route: Route
-    path: str
+    """What forwarding needs from the stages: who is calling, and the body if a stage read it."""
+
     principal: Principal
     decision: Decision
-    body: bytes | None = None  # the request body, when a stage had to read it
+    body: bytes | None = None
 
 
 class Pipeline:
     def __init__(self, policy: Policy, verifier: TokenVerifier) -> None:
-        self.policy = policy
         self.router = Router(policy.resources)
         self.verifier = verifier
         self.rules = {r.id: ResourcePolicy(r.rules) for r in policy.resources}
@@ -75,7 +74,7 @@ class Pipeline:
                                                   explain=self.explain)
         outcome.decision = decision
         raise_for_decision(decision)
-        return Authorized(route, outcome.path, principal, decision, body)
+        return Authorized(principal, decision, body)
 
 
 def raise_for_decision(decision: Decision) -> None:

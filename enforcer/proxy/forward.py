@@ -76,7 +76,7 @@ class Forwarder:
         if plan.body is not None:
             data, body_state.done = plan.body, True
         elif plan.has_body:
-            data = _request_body(receive, body_state)
+            data = request_chunks(receive, body_state)
         else:
             body_state.done = True
         try:
@@ -137,7 +137,9 @@ class _BodyState:
         self.client_gone = False
 
 
-async def _request_body(receive: Receive, state: _BodyState) -> AsyncIterator[bytes]:
+async def request_chunks(receive: Receive, state: _BodyState | None = None) -> AsyncIterator[bytes]:
+    """The request body as it arrives; ``ClientDisconnected`` if the client goes away first."""
+    state = state or _BodyState()
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
