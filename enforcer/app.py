@@ -21,8 +21,11 @@ from typing import Any
 import httpx
 from starlette.types import Receive, Scope, Send
 
-from enforcer.auth.jwks import IssuerKeys
+from enforcer.auth.httpsig import SignatureVerifier
+from enforcer.auth.jwks import KeyCache
+from enforcer.auth.keys import SignatureKeyring
 from enforcer.auth.keysources import make_source
+from enforcer.auth.replay import ReplayCache, make_replay_cache
 from enforcer.auth.tokens import TokenVerifier
 from enforcer.clock import Clock, SystemClock
 from enforcer.context import Outcome, RequestInfo
@@ -53,6 +56,7 @@ class EnforcerApp:
         clock: Clock | None = None,
         metrics: Metrics | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
+        replay: ReplayCache | None = None,
         verify_tokens: bool = True,
     ) -> None:
         self.policy = policy
@@ -61,22 +65,36 @@ class EnforcerApp:
         self.metrics.preinitialise([r.id for r in policy.resources])
         self.http = httpx.AsyncClient(transport=http_transport, follow_redirects=False, timeout=5.0)
         self.keys = {
-            issuer_id: IssuerKeys(issuer, make_source(issuer, self.http), self.clock)
+            issuer_id: KeyCache(issuer, make_source(issuer, self.http), self.clock)
             for issuer_id, issuer in policy.issuers.items()
         }
-        self.pipeline = Pipeline(policy, TokenVerifier(self.keys, self.clock))
+        self.replay = replay or make_replay_cache(None, self.clock)
+        self.signatures = {r.id: self._signature_verifier(r) for r in policy.resources if r.signatures is not None}
+        self.pipeline = Pipeline(policy, TokenVerifier(self.keys, self.clock), self.signatures)
         self.forwarder = Forwarder()
         self._metadata = MetadataIndex(policy.resources)
         self._tasks: list[asyncio.Task[None]] = []
         # Only the benchmark harness sets this (it is not reachable from a policy or the CLI).
         self._verify_tokens = verify_tokens
 
+    def _signature_verifier(self, resource: Resource) -> SignatureVerifier:
+        config = resource.signatures
+        assert config is not None
+        keyring = SignatureKeyring(resource.id, config.keys, config.algorithms, self.clock, self.http)
+        route = Route.for_resource(resource)
+        return SignatureVerifier(config, keyring, self.replay, self.clock, resource_id=resource.id,
+                                 public_scheme=route.public_scheme, public_host=route.public_host)
+
+    def _key_caches(self) -> list[KeyCache]:
+        return [*self.keys.values(), *(c for v in self.signatures.values() for c in v.keyring.caches)]
+
     # -- lifespan -----------------------------------------------------------------------
 
     async def startup(self) -> None:
         await self.forwarder.start()
-        await asyncio.gather(*(keys.refresh("startup") for keys in self.keys.values()))
-        self._tasks = [asyncio.ensure_future(keys.run()) for keys in self.keys.values()]
+        caches = self._key_caches()
+        await asyncio.gather(*(keys.refresh("startup") for keys in caches))
+        self._tasks = [asyncio.ensure_future(keys.run()) for keys in caches]
 
     async def shutdown(self) -> None:
         for task in self._tasks:
@@ -86,13 +104,19 @@ class EnforcerApp:
                 await task
         await self.forwarder.close()
         await self.http.aclose()
+        await self.replay.close()
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         issuers = {issuer_id: keys.status() for issuer_id, keys in self.keys.items()}
         for issuer_id, keys in self.keys.items():
             self.metrics.jwks_keys.labels(issuer_id).set(len(keys.keys))
-        ready = all(status["ready"] for status in issuers.values())
-        return ready, {"ready": ready, "policy": self.policy.version_hash, "issuers": issuers}
+        signature_keys = {cache.issuer.id: cache.status()
+                          for verifier in self.signatures.values() for cache in verifier.keyring.caches}
+        ready = all(status["ready"] for status in (*issuers.values(), *signature_keys.values()))
+        document = {"ready": ready, "policy": self.policy.version_hash, "issuers": issuers}
+        if signature_keys:
+            document["signature_keys"] = signature_keys
+        return ready, document
 
     # -- ASGI ---------------------------------------------------------------------------
 
@@ -182,7 +206,7 @@ class EnforcerApp:
             method=request.method,
             url=route.upstream_url(request.raw_path, request.query_string),
             headers=headers,
-            has_body=_has_body(request),
+            has_body=request.has_body,
             body=authorized.body if authorized is not None else None,
             connect_seconds=resource.timeouts.connect_seconds,
             read_seconds=resource.timeouts.read_seconds,
@@ -198,6 +222,7 @@ async def send_error(send: Send, error: EnforcerError, resource: Resource | None
                (b"x-request-id", request_id.encode("ascii"))]
     if error.challenge:
         headers.append((b"www-authenticate", challenge(error, resource).encode("ascii")))
+    headers += error.extra_headers()
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -242,10 +267,3 @@ def _body_reader(request: RequestInfo, receive: Receive):  # type: ignore[no-unt
         return bytes(body)
 
     return read
-
-
-def _has_body(request: RequestInfo) -> bool:
-    if request.header(b"transfer-encoding") is not None:
-        return True
-    length = request.header(b"content-length")
-    return length is not None and length.strip() != b"0"

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 import uvicorn
 
 from enforcer import devissuer
+from enforcer.auth.replay import replay_store_problem
 from enforcer.config import Settings
 from enforcer.observability.logging import configure as configure_logging
 from enforcer.policy.loader import PolicyLoadError, load_policy
@@ -49,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin-host", default="127.0.0.1")
     serve.add_argument("--admin-port", type=int, default=9090)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--replay-store", default=os.environ.get("ENFORCER_REPLAY_STORE", "memory"), metavar="URL",
+                       help="where signature nonces are remembered: 'memory' (one process) or a redis:// URL "
+                            "shared by every replica (env ENFORCER_REPLAY_STORE)")
     serve.set_defaults(run=_serve)
 
     policy = commands.add_parser("policy", help="work with policy files").add_subparsers(metavar="ACTION")
@@ -94,7 +99,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
-    settings = Settings(tuple(args.policy), args.host, args.port, args.admin_host, args.admin_port, args.log_level)
+    settings = Settings(tuple(args.policy), args.host, args.port, args.admin_host, args.admin_port, args.log_level,
+                        args.replay_store)
+    if problem := replay_store_problem(settings.replay_store):
+        print(f"--replay-store: {problem}", file=sys.stderr)
+        return 2
     policy = _load_or_report(settings.policy_paths)
     if policy is None:
         return 1
@@ -155,8 +164,11 @@ async def _run_servers(settings: Settings, policy, extra: Sequence[uvicorn.Confi
         signal.signal(stop_signal, lambda *_: None)
     from enforcer.admin import create_admin_app
     from enforcer.app import EnforcerApp
+    from enforcer.auth.replay import make_replay_cache
+    from enforcer.clock import SystemClock
 
-    app = EnforcerApp(policy)
+    clock = SystemClock()
+    app = EnforcerApp(policy, clock=clock, replay=make_replay_cache(settings.replay_store, clock))
     common = {"log_level": "warning", "access_log": False, "server_header": False, "date_header": False,
               "proxy_headers": False}
     proxy = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", **common))

@@ -13,3 +13,4 @@ class Settings:
     admin_host: str = "127.0.0.1"
     admin_port: int = 9090
     log_level: str = "info"
+    replay_store: str = "memory"  # or a redis:// URL shared by every replica

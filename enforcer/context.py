@@ -45,6 +45,14 @@ class RequestInfo:
         values = self._by_name.get(name)
         return values[0] if values else None
 
+    @property
+    def has_body(self) -> bool:
+        """Whether a body follows (a chunked one, or a non-zero Content-Length)."""
+        if self.header(b"transfer-encoding") is not None:
+            return True
+        length = self.header(b"content-length")
+        return length is not None and length.strip() != b"0"
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -93,5 +101,6 @@ class Outcome:
     path: str = ""
     principal: Principal | None = None
     decision: Decision | None = None
+    signature: Any = None  # the accepted ``httpsig.VerifiedSignature``, when the resource asks for one
     status: int = 0  # ours, or the upstream's when the request was forwarded
     reason: Reason = Reason.INTERNAL_ERROR

@@ -11,13 +11,15 @@ codes and challenges are decided here and nowhere else::
     ├── Unauthorized          401 (challenge carries resource_metadata)
     │   ├── MissingToken      401, no `error` in the challenge (RFC 6750 section 3)
     │   ├── InvalidToken      401 invalid_token
-    │   └── InvalidSignature  401 invalid_signature
+    │   └── InvalidSignature  401 invalid_signature (+ Accept-Signature saying what to sign)
     ├── Forbidden             403
     │   ├── InsufficientScope 403 insufficient_scope, scope="<every scope the operation needs>"
     │   └── AccessDenied      403 access_denied (+ rule id when a rule decided)
+    ├── InvalidDigest         400 invalid_digest       (Content-Digest does not match the body)
     ├── BodyTooLarge          413
     ├── UpstreamUnavailable   502
-    └── UpstreamTimeout       504
+    ├── UpstreamTimeout       504
+    └── DependencyUnavailable 503 (a store the decision needs, e.g. the nonce cache, is down)
 
 Descriptions are written for the agent developer who receives them: they say what to
 fix, never echo the token, a key or an upstream detail.
@@ -38,6 +40,8 @@ class Reason(StrEnum):
     NO_MATCHING_RULE = "no_matching_rule"
     DENIED_BY_RULE = "denied_by_rule"
     INVALID_SIGNATURE = "invalid_signature"
+    INVALID_DIGEST = "invalid_digest"
+    REPLAY_CACHE_UNAVAILABLE = "replay_cache_unavailable"
     INVALID_REQUEST = "invalid_request"
     NO_ROUTE = "no_route"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
@@ -71,6 +75,10 @@ class EnforcerError(Exception):
     def challenge_params(self) -> list[tuple[str, str]]:
         """Auth-params for the challenge, before ``resource_metadata`` is added."""
         return [("error", self.error), ("error_description", self.description)]
+
+    def extra_headers(self) -> list[tuple[bytes, bytes]]:
+        """Response headers beyond the challenge (e.g. ``Accept-Signature``)."""
+        return []
 
 
 class InvalidRequest(EnforcerError):
@@ -106,8 +114,35 @@ class InvalidToken(Unauthorized):
 
 
 class InvalidSignature(Unauthorized):
+    """A request signature is missing or fails. ``failure`` names the requirement that was
+    not met (``missing_signature``, ``missing_component``, ``expired``, ``unknown_key`` ...)
+    and ``accept_signature`` is the RFC 9421 section 5 field describing what to sign."""
+
     error = "invalid_signature"
     reason = Reason.INVALID_SIGNATURE
+
+    def __init__(self, description: str, *, failure: str, accept_signature: str = "") -> None:
+        super().__init__(description)
+        self.failure = failure
+        self.accept_signature = accept_signature
+
+    def body(self) -> dict[str, str]:
+        body = super().body()
+        body["signature_failure"] = self.failure
+        return body
+
+    def extra_headers(self) -> list[tuple[bytes, bytes]]:
+        if not self.accept_signature:
+            return []
+        return [(b"accept-signature", self.accept_signature.encode("ascii"))]
+
+
+class InvalidDigest(EnforcerError):
+    """The body does not match its signed ``Content-Digest`` (RFC 9530)."""
+
+    status = 400
+    error = "invalid_digest"
+    reason = Reason.INVALID_DIGEST
 
 
 class Forbidden(EnforcerError):
@@ -159,3 +194,14 @@ class UpstreamTimeout(EnforcerError):
     status = 504
     error = "upstream_timeout"
     reason = Reason.UPSTREAM_TIMEOUT
+
+
+class DependencyUnavailable(EnforcerError):
+    """A store the decision depends on cannot be reached; the request fails closed."""
+
+    status = 503
+    error = "temporarily_unavailable"
+    reason = Reason.REPLAY_CACHE_UNAVAILABLE
+
+    def extra_headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", b"1")]

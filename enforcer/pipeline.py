@@ -3,8 +3,9 @@
 ``Pipeline.authorize`` takes what arrived and either returns an ``Authorized`` request,
 ready to forward, or raises the ``EnforcerError`` that ends it. It records what each
 stage learned in the caller's ``Outcome`` so the response, the metrics and the audit
-trail agree even when a later stage refuses. Later stages (request signatures, MCP body
-inspection) slot in between token verification and the policy decision.
+trail agree even when a later stage refuses. Request signatures and MCP body inspection
+sit between token verification and the policy decision; both may need the body, which
+is read at most once (``_Body``) and forwarded as read.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from enforcer.auth.extract import bearer_token
+from enforcer.auth.httpsig import SignatureVerifier
 from enforcer.auth.tokens import TokenVerifier
 from enforcer.context import Decision, Outcome, Principal, RequestInfo
 from enforcer.errors import AccessDenied, InsufficientScope, InvalidRequest, NoRoute, Reason
@@ -33,10 +35,27 @@ class Authorized:
     body: bytes | None = None
 
 
+class _Body:
+    """The request body, read on first need (with the resource's cap) and kept."""
+
+    def __init__(self, reader: BodyReader | None, limit: int) -> None:
+        self.reader, self.limit = reader, limit
+        self.value: bytes | None = None
+
+    async def read(self) -> bytes:
+        if self.value is None:
+            if self.reader is None:
+                raise InvalidRequest("this request's body cannot be inspected")
+            self.value = await self.reader(self.limit)
+        return self.value
+
+
 class Pipeline:
-    def __init__(self, policy: Policy, verifier: TokenVerifier) -> None:
+    def __init__(self, policy: Policy, verifier: TokenVerifier,
+                 signatures: dict[str, SignatureVerifier] | None = None) -> None:
         self.router = Router(policy.resources)
         self.verifier = verifier
+        self.signatures = signatures or {}
         self.rules = {r.id: ResourcePolicy(r.rules) for r in policy.resources}
         self.explain = False  # per-rule traces on live requests (debugging only)
 
@@ -55,7 +74,7 @@ class Pipeline:
 
     async def authorize(self, request: RequestInfo, route: Route, outcome: Outcome,
                         read_body: BodyReader | None = None) -> Authorized:
-        """Stages 4-8 for a routed request: token, body inspection when needed, then policy.
+        """Stages 4-8 for a routed request: token, signature, body inspection when needed, then policy.
 
         The body is read only after the token verified (an anonymous client cannot make the
         enforcer buffer anything), through ``read_body(limit)``, which raises ``BodyTooLarge``."""
@@ -64,17 +83,17 @@ class Pipeline:
         principal = (self.verifier.verify_cached(token, resource.issuers, resource.resource)
                      or await self.verifier.verify(token, resource.issuers, resource.resource))
         outcome.principal = principal
-        body = None
+        body = _Body(read_body, resource.limits.max_body_bytes)
+        signatures = self.signatures.get(resource.id)
+        if signatures is not None:
+            outcome.signature = await signatures.verify(request, principal, request.has_body, body.read)
         if needs_inspection(request):
-            if read_body is None:
-                raise InvalidRequest("this request carries Mcp-* headers but its body cannot be inspected")
-            body = await read_body(resource.limits.max_body_bytes)
-            check_headers(request, parse_messages(body, resource.limits.max_body_bytes))
+            check_headers(request, parse_messages(await body.read(), resource.limits.max_body_bytes))
         decision = self.rules[resource.id].decide(principal, Operation(request.method, outcome.path),
                                                   explain=self.explain)
         outcome.decision = decision
         raise_for_decision(decision)
-        return Authorized(principal, decision, body)
+        return Authorized(principal, decision, body.value)
 
 
 def raise_for_decision(decision: Decision) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from enforcer.auth.jwks import IssuerKeys
+from enforcer.auth.jwks import KeyCache
 from enforcer.auth.keysources import DiscoveryKeySource
 from enforcer.clock import SystemClock
 from enforcer.policy.model import Issuer
@@ -38,10 +38,10 @@ class AuthorizationServer:
         await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
 
-async def _load(issuer_url: str) -> IssuerKeys:
+async def _load(issuer_url: str) -> KeyCache:
     async with httpx.AsyncClient() as client:
         issuer = Issuer(id="as", issuer=issuer_url, discovery=True, algorithms=("ES256",))
-        keys = IssuerKeys(issuer, DiscoveryKeySource(issuer_url, client), SystemClock())
+        keys = KeyCache(issuer, DiscoveryKeySource(issuer_url, client), SystemClock())
         await keys.refresh("test")
         return keys
 

@@ -4,7 +4,7 @@ Keys are namespaced by issuer (a ``kid`` of issuer A never verifies a token of i
 B) and each key is bound to exactly one algorithm when it is loaded, so the token's
 ``alg`` header can only ever confirm that binding, never choose it. The cache follows
 Envoy's jwt_authn split: a *source* (``keysources.py``: file, URI, discovery) fetches bytes, ``parse_jwks``
-turns them into ``VerifierKey``s, ``IssuerKeys`` keeps the last good set, refreshes it
+turns them into ``VerifierKey``s, ``KeyCache`` keeps the last good set, refreshes it
 on ``Cache-Control: max-age`` (bounded by the issuer's min/max), refetches at most once
 per interval when an unknown ``kid`` shows up, and keeps serving the last good keys when
 a refresh fails (stale-if-error), recording the failure for ``/readyz``.
@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from joserfc.jwk import ECKey, Key, OKPKey, RSAKey
 
 from enforcer.auth import strictjson
 from enforcer.auth.keysources import MAX_JWKS_BYTES, FileKeySource, KeySource, KeySourceError
 from enforcer.clock import Clock
-from enforcer.policy.model import Issuer
 
 log = logging.getLogger("enforcer.jwks")
 
@@ -112,18 +112,52 @@ def _bind_algorithm(jwk: dict[str, Any], algorithms: tuple[str, ...]) -> str:
     return allowed[0]  # RSA without alg: the first RSA algorithm in the issuer's list
 
 
-def _fingerprint(keys: dict[str, VerifierKey]) -> dict[str, tuple[str, str]]:
+class CacheSettings(Protocol):
+    """How long a key set is kept (an ``Issuer`` has these fields, so does ``KeySetSettings``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def jwks_refetch_interval_seconds(self) -> int: ...
+    @property
+    def jwks_min_cache_seconds(self) -> int: ...
+    @property
+    def jwks_max_cache_seconds(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class KeySetSettings:
+    """Cache bounds for key sets that are not an issuer's (agents' signature keys)."""
+
+    id: str
+    jwks_refetch_interval_seconds: int = 10
+    jwks_min_cache_seconds: int = 60
+    jwks_max_cache_seconds: int = 3600
+
+
+class _Keyed(Protocol):
+    @property
+    def alg(self) -> str: ...
+    @property
+    def key(self) -> Key: ...
+
+
+def _fingerprint(keys: dict[str, _Keyed]) -> dict[str, tuple[str, str]]:
     return {kid: (key.alg, key.key.thumbprint()) for kid, key in keys.items()}
 
 
-class IssuerKeys:
-    """The current keys of one issuer, refreshed in the background and on unknown kids."""
+class KeyCache:
+    """The current keys of one key set (an issuer's, or the agents' keys of a resource),
+    refreshed in the background and on unknown kids. ``parse`` turns the source's bytes
+    into keys; by default the issuer's JWS algorithms bind them (``parse_jwks``)."""
 
-    def __init__(self, issuer: Issuer, source: KeySource, clock: Clock) -> None:
+    def __init__(self, issuer: CacheSettings, source: KeySource, clock: Clock,
+                 parse: Callable[[bytes], tuple[dict[str, Any], list[str]]] | None = None) -> None:
         self.issuer = issuer
         self.source = source
         self.clock = clock
-        self.keys: dict[str, VerifierKey] = {}
+        self.parse = parse or (lambda data: parse_jwks(data, issuer.algorithms))  # type: ignore[attr-defined]
+        self.keys: dict[str, Any] = {}
         self.generation = 0  # bumps whenever the key set changes; cached tokens check it
         self.last_success: float | None = None
         self.last_attempt: float | None = None
@@ -135,12 +169,12 @@ class IssuerKeys:
     def ready(self) -> bool:
         return bool(self.keys)
 
-    def get(self, kid: str | None) -> VerifierKey | None:
+    def get(self, kid: str | None) -> Any:
         if kid is None:
             return next(iter(self.keys.values())) if len(self.keys) == 1 else None
         return self.keys.get(kid)
 
-    async def get_or_refetch(self, kid: str | None) -> VerifierKey | None:
+    async def get_or_refetch(self, kid: str | None) -> Any:
         """Look up ``kid``; when unknown, refetch once if the interval allows, then look again."""
         key = self.get(kid)
         if key is not None:
@@ -166,7 +200,7 @@ class IssuerKeys:
         self.last_attempt = self.clock.monotonic()
         try:
             data, announced = await self.source.fetch()
-            keys, skipped = parse_jwks(data, self.issuer.algorithms)
+            keys, skipped = self.parse(data)
             if not keys:
                 raise KeySourceError("JWKS holds no usable signing key" + (f" ({skipped[0]})" if skipped else ""))
         except Exception as exc:  # any failure (e.g. a malformed discovered jwks_uri) is stale-if-error

@@ -32,7 +32,7 @@ from joserfc.errors import JoseError
 
 from enforcer.auth import strictjson
 from enforcer.auth.claims import canonical_resource, check_claims
-from enforcer.auth.jwks import IssuerKeys
+from enforcer.auth.jwks import KeyCache
 from enforcer.clock import Clock
 from enforcer.context import Principal
 from enforcer.errors import InvalidToken
@@ -58,7 +58,7 @@ def token_hash(token: str) -> str:
 
 
 class TokenVerifier:
-    def __init__(self, keys: dict[str, IssuerKeys], clock: Clock) -> None:
+    def __init__(self, keys: dict[str, KeyCache], clock: Clock) -> None:
         self.keys = keys
         self.clock = clock
         self.max_token_bytes = max((k.issuer.max_token_bytes for k in keys.values()), default=8192)
@@ -147,7 +147,7 @@ class TokenVerifier:
         )
         return VerifiedToken(principal, checked.audiences, checked.nbf, issuer_keys.generation)
 
-    def _issuer_for(self, claims: dict[str, Any], issuer_ids: tuple[str, ...]) -> IssuerKeys:
+    def _issuer_for(self, claims: dict[str, Any], issuer_ids: tuple[str, ...]) -> KeyCache:
         iss = claims.get("iss")
         if not isinstance(iss, str):
             raise InvalidToken("the token has no iss claim")

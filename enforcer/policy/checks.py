@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from enforcer.policy.loader import SourceFile
-from enforcer.policy.model import ASYMMETRIC_ALGORITHMS, Issuer, Resource, Rule
+from enforcer.policy.model import ASYMMETRIC_ALGORITHMS, SIGNATURE_ALGORITHMS, Issuer, Resource, Rule, Signatures
 from enforcer.policy.problems import PolicyProblem, field_path, position
 from enforcer.routing import DOT_OR_EMPTY_SEGMENT, METHOD
 
@@ -123,7 +123,8 @@ def _resource_problems(resource: Resource, known_issuers: set[str] | None) -> Fo
         if not _SCOPE_TOKEN.match(scope):
             yield ("scopes_supported", s), "invalid_value", f"{scope!r} is not a valid scope token"
     if resource.signatures is not None:
-        yield ("signatures",), "unsupported", "request signatures (RFC 9421) " + _UNSUPPORTED
+        for sub, code, message in _signature_problems(resource.signatures):
+            yield ("signatures", *sub), code, message
     seen_rules: set[str] = set()
     for r, rule in enumerate(resource.rules):
         if rule.id in seen_rules:
@@ -131,6 +132,38 @@ def _resource_problems(resource: Resource, known_issuers: set[str] | None) -> Fo
         seen_rules.add(rule.id)
         for sub, code, message in _rule_problems(rule, resource.match.path_prefix.rstrip("/") or "/"):
             yield ("rules", r, *sub), code, message
+
+
+_FIELD_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+\Z")
+_SIGNABLE_DERIVED = frozenset({"@method", "@target-uri", "@authority", "@scheme", "@request-target",
+                               "@path", "@query"})
+
+
+def _signature_problems(signatures: Signatures) -> Found:
+    if not signatures.components:
+        yield ("components",), "invalid_value", \
+            "a signature covering no components proves only key possession; list what must be signed"
+    for c, component in enumerate(signatures.components):
+        if component.startswith("@") and component not in _SIGNABLE_DERIVED:
+            yield ("components", c), "invalid_value", \
+                f"{component!r} is not a request component; use one of {', '.join(sorted(_SIGNABLE_DERIVED))}"
+        elif not component.startswith("@") and not _FIELD_NAME.match(component):
+            yield ("components", c), "invalid_value", f"{component!r} is not a lower-case header field name"
+    if not signatures.algorithms:
+        yield ("algorithms",), "invalid_value", "list at least one algorithm"
+    for a, alg in enumerate(signatures.algorithms):
+        if alg not in SIGNATURE_ALGORITHMS:
+            yield ("algorithms", a), "unsafe_algorithm", \
+                f"{alg!r} is not an RFC 9421 algorithm; use one of {', '.join(SIGNATURE_ALGORITHMS)}"
+    if signatures.tag == "":
+        yield ("tag",), "invalid_value", "an empty tag matches nothing; remove the key or name the application"
+    keys = signatures.keys
+    if not (keys.jwks_file or keys.jwks_uri or keys.from_token_cnf or keys.shared_secrets_file):
+        yield ("keys",), "key_source", "give jwks_file, jwks_uri, shared_secrets_file or from_token_cnf: true"
+    if keys.jwks_file and keys.jwks_uri:
+        yield ("keys",), "key_source", "give jwks_file or jwks_uri, not both"
+    if keys.jwks_uri and (msg := _secure_url_problem(keys.jwks_uri)):
+        yield ("keys", "jwks_uri"), "insecure_url", msg
 
 
 def _rule_problems(rule: Rule, prefix: str) -> Found:

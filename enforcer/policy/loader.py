@@ -173,5 +173,18 @@ def _merge(sources: Sequence[SourceFile], version_hash: str) -> Policy:
             if issuer.jwks_file is not None:
                 issuer = issuer.model_copy(update={"jwks_file": str(base / issuer.jwks_file)})
             issuers[issuer.id] = issuer
-        resources.extend(source.model.resources)
+        resources.extend(_with_key_paths(resource, base) for resource in source.model.resources)
     return Policy(issuers, tuple(resources), tuple(s.path for s in sources), version_hash)
+
+
+def _with_key_paths(resource: Resource, base: Path) -> Resource:
+    """Signature key files are relative to the policy file that names them."""
+    signatures = resource.signatures
+    if signatures is None:
+        return resource
+    update = {name: str(base / path) for name in ("jwks_file", "shared_secrets_file")
+              if (path := getattr(signatures.keys, name)) is not None}
+    if not update:
+        return resource
+    keys = signatures.keys.model_copy(update=update)
+    return resource.model_copy(update={"signatures": signatures.model_copy(update={"keys": keys})})

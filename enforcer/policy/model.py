@@ -75,19 +75,38 @@ class McpCondition(Model):
     prompts: Globs | None = None
 
 
+#: RFC 9421 signature algorithms. ``hmac-sha256`` needs a key configured as a shared secret.
+SIGNATURE_ALGORITHMS = ("ed25519", "ecdsa-p256-sha256", "ecdsa-p384-sha384", "rsa-pss-sha512",
+                        "rsa-v1_5-sha256", "hmac-sha256")
+
+
 class SignatureKeys(Model):
-    jwks_file: Str | None = None
-    jwks_uri: Str | None = None
-    from_token_cnf: Bool = False
+    """Where the agents' signing keys come from. ``keyid`` only ever selects among these."""
+
+    jwks_file: Str | None = Field(None, description="JWKS of agent public keys, relative to the policy file.")
+    jwks_uri: Str | None = Field(None, description="HTTPS URL of a JWKS of agent public keys.")
+    from_token_cnf: Bool = Field(
+        False, description="Use the access token's `cnf.jwk` (or check `cnf.jkt` against the key set)."
+    )
+    shared_secrets_file: Str | None = Field(
+        None, description="JWKS of `oct` keys for hmac-sha256, relative to the policy file; keep it secret."
+    )
 
 
 class Signatures(Model):
-    required: Bool = True
-    components: tuple[Str, ...] = ()
-    max_age_seconds: Int = Field(300, ge=1)
-    require_nonce: Bool = False
-    tag: Str | None = None
-    keys: SignatureKeys = SignatureKeys()
+    """RFC 9421 request signatures the resource demands (RFC 9530 Content-Digest included)."""
+
+    required: Bool = Field(True, description="Refuse unsigned requests (a signature that is sent must verify).")
+    components: tuple[Str, ...] = Field(
+        ("@method", "@target-uri", "authorization", "content-digest"),
+        description="Components every accepted signature must cover (`content-digest` only when a body is sent).",
+    )
+    algorithms: tuple[Str, ...] = Field(SIGNATURE_ALGORITHMS, description="Allowed RFC 9421 algorithms.")
+    max_age_seconds: Int = Field(300, ge=1, le=86400, description="Oldest accepted `created`.")
+    clock_skew_seconds: Int = Field(30, ge=0, le=300, description="Leeway for `created` and `expires`.")
+    require_nonce: Bool = Field(False, description="Demand a `nonce`, each accepted once per key within max age.")
+    tag: Str | None = Field(None, description="When set, only signatures with this `tag` count.")
+    keys: SignatureKeys = Field(SignatureKeys(), description="Key sources (at least one).")
 
 
 class Rule(Model):

@@ -1,4 +1,4 @@
-"""Issuer signing keys: which JWKS entries are loaded (``parse_jwks``) and how ``IssuerKeys``
+"""Issuer signing keys: which JWKS entries are loaded (``parse_jwks``) and how ``KeyCache``
 keeps them fresh (STANDARDS.md JB-01, JB-06, JA-05, JA-12, JA-19; DESIGN.md "Issuer key
 sources"). Real keys throughout; key sources are a small in-memory ``KeySource`` (for
 counting fetches and failing on demand) and a real JWKS endpoint on 127.0.0.1."""
@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import RSAKey
 
-from enforcer.auth.jwks import MAX_KEYS, IssuerKeys, parse_jwks
+from enforcer.auth.jwks import MAX_KEYS, KeyCache, parse_jwks
 from enforcer.auth.keysources import DiscoveryKeySource, FileKeySource, KeySourceError, UriKeySource, max_age
 from enforcer.auth.tokens import TokenVerifier
 from enforcer.clock import FrozenClock
@@ -149,7 +149,7 @@ def test_JB_08_malformed_jwks_document_is_a_source_error(data: bytes):
         parse_jwks(data, ALGORITHMS)
 
 
-# -- IssuerKeys -------------------------------------------------------------------------------
+# -- KeyCache -------------------------------------------------------------------------------
 
 
 class MemorySource:
@@ -189,7 +189,7 @@ def run(coro: Any) -> Any:
 def test_JA_05_unknown_kid_refetches_at_most_once_per_interval():
     clock = FrozenClock(NOW)
     source = MemorySource(jwks(ES))
-    keys = IssuerKeys(make_issuer(jwks_refetch_interval_seconds=10), source, clock)
+    keys = KeyCache(make_issuer(jwks_refetch_interval_seconds=10), source, clock)
 
     async def scenario() -> None:
         assert await keys.refresh("startup")
@@ -222,7 +222,7 @@ def test_JA_05_unknown_kid_refetches_at_most_once_per_interval():
 def test_JA_05_unknown_kid_through_the_verifier_is_rate_limited():
     clock = FrozenClock(NOW)
     source = MemorySource(jwks(ES))
-    keys = IssuerKeys(make_issuer(jwks_refetch_interval_seconds=10), source, clock)
+    keys = KeyCache(make_issuer(jwks_refetch_interval_seconds=10), source, clock)
     run(keys.refresh("startup"))
     verifier = TokenVerifier({"test": keys}, clock)
     for kid in ("../../etc/passwd", "' OR 1=1 --", "x\x00", "k2"):
@@ -235,7 +235,7 @@ def test_JA_05_unknown_kid_through_the_verifier_is_rate_limited():
 def test_stale_if_error_keeps_serving_last_good_keys_and_records_last_error():
     clock = FrozenClock(NOW)
     source = MemorySource(jwks(ES))
-    keys = IssuerKeys(make_issuer(jwks_refetch_interval_seconds=10, jwks_min_cache_seconds=60), source, clock)
+    keys = KeyCache(make_issuer(jwks_refetch_interval_seconds=10, jwks_min_cache_seconds=60), source, clock)
     verifier = TokenVerifier({"test": keys}, clock)
     good = token(ES)
     assert run(keys.refresh("startup")) and keys.last_error is None
@@ -262,7 +262,7 @@ def test_no_keys_yet_means_not_ready_and_a_retryable_invalid_token():
     clock = FrozenClock(NOW)
     source = MemorySource(jwks(ES))
     source.failure = "HTTP 503"
-    keys = IssuerKeys(make_issuer(), source, clock)
+    keys = KeyCache(make_issuer(), source, clock)
     assert run(keys.refresh("startup")) is False and keys.ready is False
     assert keys.status()["last_error"] == "HTTP 503"
     with pytest.raises(InvalidToken, match="unavailable"):
@@ -279,7 +279,7 @@ def test_no_keys_yet_means_not_ready_and_a_retryable_invalid_token():
 def test_cache_control_max_age_is_honoured_within_bounds(announced: int | None, lifetime: int):
     clock = FrozenClock(NOW)
     clock.advance(123)
-    keys = IssuerKeys(make_issuer(jwks_min_cache_seconds=60, jwks_max_cache_seconds=3600),
+    keys = KeyCache(make_issuer(jwks_min_cache_seconds=60, jwks_max_cache_seconds=3600),
                       MemorySource(jwks(ES), announced), clock)
     assert run(keys.refresh("startup"))
     assert keys.next_refresh == 123 + lifetime
@@ -295,9 +295,9 @@ def test_cache_control_from_a_real_jwks_endpoint(header: str | None, lifetime: i
     endpoint = JWKSEndpoint(document=jwks(ES), cache_control=header)
     clock = FrozenClock(NOW)
 
-    async def scenario(url: str) -> tuple[float, IssuerKeys]:
+    async def scenario(url: str) -> tuple[float, KeyCache]:
         async with httpx.AsyncClient() as client:
-            keys = IssuerKeys(make_issuer(jwks_uri=url), UriKeySource(url, client), clock)
+            keys = KeyCache(make_issuer(jwks_uri=url), UriKeySource(url, client), clock)
             assert await keys.refresh("startup"), keys.last_error
             scheduled = keys.next_refresh
             endpoint.status = 500  # stale-if-error over real HTTP as well
@@ -326,7 +326,7 @@ def test_file_source_is_reread_every_refetch_interval(tmp_path: Path):
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(jwks(ES)))
     clock = FrozenClock(NOW)
-    keys = IssuerKeys(make_issuer(jwks_uri=None, jwks_file=str(path), jwks_refetch_interval_seconds=7),
+    keys = KeyCache(make_issuer(jwks_uri=None, jwks_file=str(path), jwks_refetch_interval_seconds=7),
                       FileKeySource(str(path)), clock)
     assert run(keys.refresh("startup")) and keys.next_refresh == 7
     path.write_text("{")
@@ -364,9 +364,9 @@ def test_stale_if_error_when_discovery_announces_a_broken_jwks_uri(jwks_uri: str
     with serving(metadata) as server:
         metadata.issuer = server.url
 
-        async def scenario() -> IssuerKeys:
+        async def scenario() -> KeyCache:
             async with httpx.AsyncClient() as client:
-                keys = IssuerKeys(make_issuer(issuer=server.url, jwks_uri=None, discovery=True),
+                keys = KeyCache(make_issuer(issuer=server.url, jwks_uri=None, discovery=True),
                                   DiscoveryKeySource(server.url, client), FrozenClock(NOW))
                 assert await keys.refresh("startup") is False
                 assert await keys.get_or_refetch("k1") is None
@@ -385,7 +385,7 @@ def test_stale_if_error_when_a_source_fails_unexpectedly():
 
     clock = FrozenClock(NOW)
     source = BrokenSource(jwks(ES))
-    keys = IssuerKeys(make_issuer(), source, clock)
+    keys = KeyCache(make_issuer(), source, clock)
     assert run(keys.refresh("startup"))
     source.failure = "unexpected"
     assert run(keys.refresh("scheduled")) is False
@@ -396,10 +396,10 @@ def test_stale_if_error_when_a_source_fails_unexpectedly():
 # -- rotation and the verified-token cache -------------------------------------------------------
 
 
-def rotation_setup() -> tuple[FrozenClock, MemorySource, IssuerKeys, TokenVerifier]:
+def rotation_setup() -> tuple[FrozenClock, MemorySource, KeyCache, TokenVerifier]:
     clock = FrozenClock(NOW)
     source = MemorySource(jwks(ES))
-    keys = IssuerKeys(make_issuer(), source, clock)
+    keys = KeyCache(make_issuer(), source, clock)
     assert run(keys.refresh("startup"))
     return clock, source, keys, TokenVerifier({"test": keys}, clock)
 
@@ -442,7 +442,7 @@ def test_key_replaced_under_the_same_kid_bumps_generation_and_cached_token_fails
 def test_JA_19_key_rebound_to_another_alg_bumps_generation_and_cached_token_fails():
     clock = FrozenClock(NOW)
     source = MemorySource(jwks(RS))
-    keys = IssuerKeys(make_issuer(), source, clock)
+    keys = KeyCache(make_issuer(), source, clock)
     assert run(keys.refresh("startup"))
     verifier = TokenVerifier({"test": keys}, clock)
     old = token(RS)
@@ -463,8 +463,8 @@ def test_JB_06_kid_of_issuer_a_never_verifies_a_token_of_issuer_b():
     assert key_a.key.thumbprint() != key_b.key.thumbprint()
     issuer_a, issuer_b = "https://a.example.test", "https://b.example.test"
     keys = {
-        "a": IssuerKeys(make_issuer("a", issuer_a), MemorySource(jwks(key_a)), clock),
-        "b": IssuerKeys(make_issuer("b", issuer_b), MemorySource(jwks(key_b)), clock),
+        "a": KeyCache(make_issuer("a", issuer_a), MemorySource(jwks(key_a)), clock),
+        "b": KeyCache(make_issuer("b", issuer_b), MemorySource(jwks(key_b)), clock),
     }
     for issuer_keys in keys.values():
         assert run(issuer_keys.refresh("startup"))

@@ -43,7 +43,7 @@ from joserfc.errors import SecurityWarning
 from joserfc.jwk import OctKey, RSAKey
 from joserfc.jws import JWSRegistry
 
-from enforcer.auth.jwks import IssuerKeys
+from enforcer.auth.jwks import KeyCache
 from enforcer.auth.keysources import FileKeySource
 from enforcer.auth.tokens import TokenVerifier
 from enforcer.clock import FrozenClock
@@ -619,7 +619,7 @@ def jwks_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_verifier(path: Path, clock: FrozenClock, **issuer_fields: Any) -> TokenVerifier:
     fields: dict[str, Any] = {"algorithms": ALGORITHMS, "jwks_refetch_interval_seconds": 1, **issuer_fields}
     issuer = Issuer(id="test", issuer=ISSUER, jwks_file=str(path), **fields)
-    keys = IssuerKeys(issuer, FileKeySource(str(path)), clock)
+    keys = KeyCache(issuer, FileKeySource(str(path)), clock)
     assert asyncio.run(keys.refresh("test")), keys.last_error
     return TokenVerifier({"test": keys}, clock)
 

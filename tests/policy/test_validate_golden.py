@@ -130,7 +130,14 @@ MUST_REPORT = [
     ("path_prefix", "15:13: invalid_value: resources[1].match.path_prefix"),
     ("rule_conditions", "18:9: invalid_value: resources[0].rules[0].client_ids"),
     ("rule_conditions", "25:19: invalid_value: resources[0].rules[1].methods[0]"),
-    ("unsupported", "15:5: unsupported: resources[0].signatures"),
+    ("signatures", "15:7: invalid_value: resources[0].signatures.components"),  # MS-27
+    ("signatures", "23:20: invalid_value: resources[1].signatures.components[0]"),  # @status
+    ("signatures", "23:31: invalid_value: resources[1].signatures.components[1]"),  # upper case
+    ("signatures", "24:29: unsafe_algorithm: resources[1].signatures.algorithms[1]"),  # JOSE name (MS-15)
+    ("signatures", "25:7: invalid_value: resources[1].signatures.tag"),
+    ("signatures", "26:7: key_source: resources[1].signatures.keys"),
+    ("signatures", "34:7: key_source: resources[2].signatures.keys"),
+    ("signatures", "36:9: insecure_url: resources[2].signatures.keys.jwks_uri"),
     ("unsupported", "22:9: unsupported: resources[0].rules[0].mcp"),
     ("unsupported", "26:9: unsupported: resources[0].rules[1].mcp"),
     ("duplicate_route", "17:5: duplicate_route: resources[1].match"),
