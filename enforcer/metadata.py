@@ -40,7 +40,28 @@ def metadata_document(resource: Resource, issuers: dict[str, Issuer]) -> dict[st
     scopes = [s for s in resource.scopes_supported if s != "offline_access"]
     if scopes:
         document["scopes_supported"] = scopes
+    if resource.signatures is not None:
+        document["http_message_signatures"] = signature_requirements(resource)
     return document
+
+
+def signature_requirements(resource: Resource) -> dict[str, Any]:
+    """What an agent must sign, as an extension member (RFC 9728 section 2 allows them;
+    no registered member describes RFC 9421 request signatures)."""
+    signatures = resource.signatures
+    assert signatures is not None
+    requirements: dict[str, Any] = {
+        "required": signatures.required,
+        "covered_components": list(signatures.components),
+        "algorithms": list(signatures.algorithms),
+        "max_age_seconds": signatures.max_age_seconds,
+        "nonce_required": signatures.require_nonce,
+        "content_digest_algorithms": ["sha-256", "sha-512"],
+        "key_binding": "token_cnf" if signatures.keys.from_token_cnf else "keyid",
+    }
+    if signatures.tag is not None:
+        requirements["tag"] = signatures.tag
+    return requirements
 
 
 def challenge(error: EnforcerError, resource: Resource | None) -> str:
