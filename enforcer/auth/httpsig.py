@@ -22,14 +22,20 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from enforcer.auth import structured
 from enforcer.auth.digest import DigestError, check_content_digest
 from enforcer.auth.keys import KeyNotFound, SignatureKey, SignatureKeyring
 from enforcer.auth.replay import ReplayCache, ReplayCacheUnavailable
-from enforcer.auth.sigbase import SignatureBaseError, SignedMessage, normalize_authority, signature_base
+from enforcer.auth.sigbase import (
+    SignatureBaseError,
+    SignedMessage,
+    component_identifier,
+    normalize_authority,
+    signature_base,
+)
 from enforcer.auth.structured import InnerList, Item, StructuredFieldError, Token
 from enforcer.clock import Clock
 from enforcer.context import Principal, RequestInfo
@@ -61,9 +67,31 @@ class _Candidate:
     label: str
     covered: InnerList
     signature: bytes
+    identifiers: tuple[str, ...]  # serialized once: used for selection, the base and the audit record
 
     def param(self, name: str) -> object:
         return self.covered.params.get(name)
+
+
+class _RequestFields(Mapping[str, list[str]]):
+    """The request's header lines as the signature base reads them, decoded on demand."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: RequestInfo) -> None:
+        self.request = request
+
+    def __getitem__(self, name: str) -> list[str]:
+        lines = self.request.header_values(name.encode("latin-1"))
+        if not lines:
+            raise KeyError(name)
+        return [line.decode("latin-1") for line in lines]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(name.decode("latin-1") for name, _ in self.request.headers))
+
+    def __len__(self) -> int:
+        return len(set(name for name, _ in self.request.headers))
 
 
 class _Rejected(Exception):
@@ -141,7 +169,11 @@ class SignatureVerifier:
                 raise self._error("malformed_signature", f"Signature has no member for label {label}")
             if not isinstance(signature, Item) or not isinstance(signature.value, bytes):
                 raise self._error("malformed_signature", f"Signature {label} must be a byte sequence")
-            candidates.append(_Candidate(label, member, signature.value))
+            try:
+                identifiers = tuple(component_identifier(item) for item in member.items)
+            except SignatureBaseError as exc:
+                raise self._error("malformed_signature", str(exc)) from exc
+            candidates.append(_Candidate(label, member, signature.value, identifiers))
         return candidates
 
     # -- 2. selection by policy ------------------------------------------------------------
@@ -154,7 +186,7 @@ class SignatureVerifier:
         required = [r for r in self._required if has_body or r != '"content-digest"']
         eligible, missing = [], ""
         for candidate in tagged:
-            covered = {identifier for identifier, _ in _identifiers(candidate.covered)}
+            covered = set(candidate.identifiers)
             lacking = [r for r in required if r not in covered]
             if lacking:
                 missing = missing or lacking[0]
@@ -176,7 +208,7 @@ class SignatureVerifier:
             raise _Rejected(exc.failure, str(exc)) from exc
         self._check_algorithm(candidate, key)
         try:
-            base = signature_base(candidate.covered, message)
+            base = signature_base(candidate.covered, message, candidate.identifiers)
         except SignatureBaseError as exc:
             raise _Rejected("invalid_component", str(exc)) from exc
         if not key.verify(candidate.signature, base.encode("ascii")):
@@ -184,7 +216,7 @@ class SignatureVerifier:
                             "(check the covered components, the public URL and the key)")
         tag = candidate.param("tag")
         return VerifiedSignature(candidate.label, keyid if isinstance(keyid, str) else None, key.thumbprint, key.alg,
-                                 tuple(i for i, _ in _identifiers(candidate.covered)), created, nonce,
+                                 candidate.identifiers, created, nonce,
                                  tag if isinstance(tag, str) else None)
 
     def _check_params(self, candidate: _Candidate) -> tuple[int, str | None]:
@@ -219,12 +251,9 @@ class SignatureVerifier:
             raise _Rejected("algorithm_not_allowed", f"{key.alg} signatures are not accepted here")
 
     def _message(self, request: RequestInfo) -> SignedMessage:
-        headers: dict[str, list[str]] = {}
-        for name, value in request.headers:
-            headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
         query = request.query_string.decode("latin-1") if request.query_string else None
         return SignedMessage(method=request.method, scheme=self.scheme, authority=self.authority,
-                             path=request.raw_path.decode("latin-1"), query=query, headers=headers)
+                             path=request.raw_path.decode("latin-1"), query=query, headers=_RequestFields(request))
 
     # -- 5, 6. body and nonce --------------------------------------------------------------------
 
@@ -263,10 +292,6 @@ class SignatureVerifier:
             params["tag"] = self.config.tag
         wanted = InnerList(tuple(Item(name) for name in self.config.components), params)
         return structured.serialize_dictionary({"sig1": wanted})
-
-
-def _identifiers(covered: InnerList) -> list[tuple[str, Item]]:
-    return [(structured.serialize_member(item), item) for item in covered.items]
 
 
 def _field(request: RequestInfo, name: bytes) -> str | None:

@@ -63,8 +63,9 @@ class SignatureKey:
 
     kid: str
     alg: str
-    key: Key  # the JWK, for thumbprints and the cache's change detection
+    key: Key  # the JWK, for the cache's change detection
     _verifier: Any
+    thumbprint: str  # RFC 7638, computed once: it names the key in nonces and audit records
 
     def verify(self, signature: bytes, base: bytes) -> bool:
         """Whether ``signature`` is this key's signature over ``base``; never raises."""
@@ -75,10 +76,6 @@ class SignatureKey:
         except (CryptoInvalidSignature, HTTPMessageSignaturesException, ValueError):
             return False
         return True
-
-    @property
-    def thumbprint(self) -> str:
-        return self.key.thumbprint()
 
 
 def _ecdsa_in_range(signature: bytes, size: int, order: int) -> bool:
@@ -108,7 +105,7 @@ def signature_key(jwk: Any, allowed: tuple[str, ...], *, shared_secret: bool = F
         raise ValueError(f"algorithm {alg} is not allowed for this resource")
     key = _import(jwk)
     verifier = _ALGORITHM_CLASSES[alg](public_key=key.raw_value)
-    return SignatureKey(kid, alg, key, verifier)
+    return SignatureKey(kid, alg, key, verifier, key.thumbprint())
 
 
 def _bind_algorithm(jwk: dict[str, Any]) -> str:

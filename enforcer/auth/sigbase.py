@@ -13,7 +13,7 @@ Every problem is a ``SignatureBaseError`` (the base cannot be built, so nothing 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote_to_bytes
 
@@ -52,7 +52,7 @@ class SignedMessage:
     authority: str = ""
     path: str = "/"
     query: str | None = None
-    headers: dict[str, list[str]] = field(default_factory=dict)
+    headers: Mapping[str, list[str]] = field(default_factory=dict)
     status: int | None = None
     request_target: str | None = None
     request: SignedMessage | None = None  # the request a response answers (``;req``)
@@ -82,17 +82,17 @@ def normalize_authority(scheme: str, netloc: str) -> str:
     return authority
 
 
-def signature_base(covered: InnerList, message: SignedMessage) -> str:
-    """The signature base for ``covered`` (a Signature-Input member) over ``message``."""
-    lines = []
-    seen: set[str] = set()
-    for component in covered.items:
-        identifier = component_identifier(component)
-        if identifier in seen:
-            raise SignatureBaseError(f"component {identifier} is covered twice")
-        seen.add(identifier)
-        lines.append(f"{identifier}: {component_value(component, message)}")
-    lines.append(f'"@signature-params": {structured.serialize_member(covered)}')
+def signature_base(covered: InnerList, message: SignedMessage, identifiers: Sequence[str] | None = None) -> str:
+    """The signature base for ``covered`` (a Signature-Input member) over ``message``;
+    ``identifiers`` are the serialized component identifiers when the caller has them."""
+    if identifiers is None:
+        identifiers = [component_identifier(component) for component in covered.items]
+    if len(set(identifiers)) != len(identifiers):
+        raise SignatureBaseError("a component is covered twice")
+    lines = [f"{identifier}: {component_value(component, message)}"
+             for identifier, component in zip(identifiers, covered.items, strict=True)]
+    signature_params = "(" + " ".join(identifiers) + ")" + structured.serialize_params(covered.params)
+    lines.append(f'"@signature-params": {signature_params}')
     base = "\n".join(lines)
     if not base.isascii():
         raise SignatureBaseError("the signature base contains non-ASCII characters")
@@ -100,7 +100,10 @@ def signature_base(covered: InnerList, message: SignedMessage) -> str:
 
 
 def component_identifier(component: Item) -> str:
-    if not isinstance(component.value, str) or isinstance(component.value, Token):
+    value = component.value
+    if type(value) is str and not component.params and '"' not in value and "\\" not in value:
+        return f'"{value}"'  # the usual case, without the general serializer
+    if not isinstance(value, str) or isinstance(value, Token):
         raise SignatureBaseError("covered components must be strings")
     return structured.serialize_member(component)
 
@@ -109,7 +112,7 @@ def component_value(component: Item, message: SignedMessage) -> str:
     name = component.value
     assert isinstance(name, str)
     params = component.params
-    if params.get("req") is True:
+    if params and params.get("req") is True:
         if message.request is None:
             raise SignatureBaseError(f'"{name}";req names a related request, which a request does not have')
         message = message.request
@@ -120,11 +123,11 @@ def component_value(component: Item, message: SignedMessage) -> str:
     return _field(name, params, message)
 
 
-def _derived(name: str, params: dict, message: SignedMessage) -> str:
-    allowed = {"req", "name"} if name == "@query-param" else {"req"}
-    unknown = set(params) - allowed
-    if unknown:
-        raise SignatureBaseError(f"{name} does not take the parameter {sorted(unknown)[0]!r}")
+def _derived(name: str, params: Mapping, message: SignedMessage) -> str:
+    if params:
+        unknown = set(params) - ({"req", "name"} if name == "@query-param" else {"req"})
+        if unknown:
+            raise SignatureBaseError(f"{name} does not take the parameter {sorted(unknown)[0]!r}")
     if name == "@status":
         if message.status is None:
             raise SignatureBaseError("@status exists only on responses")
@@ -154,7 +157,7 @@ def _derived(name: str, params: dict, message: SignedMessage) -> str:
     return _query_param(params, message)
 
 
-def _query_param(params: dict, message: SignedMessage) -> str:
+def _query_param(params: Mapping, message: SignedMessage) -> str:
     wanted = params.get("name")
     if not isinstance(wanted, str) or isinstance(wanted, Token):
         raise SignatureBaseError('@query-param needs a name="..." parameter')
@@ -182,7 +185,12 @@ def _reencode(text: str) -> str:
     return quote(decoded, safe=_FORM_SAFE)
 
 
-def _field(name: str, params: dict, message: SignedMessage) -> str:
+def _field(name: str, params: Mapping, message: SignedMessage) -> str:
+    if not params:
+        lines = message.headers.get(name)
+        if lines is None:
+            raise SignatureBaseError(f'the covered field "{name}" is not in the message')
+        return ", ".join([line.strip(" \t") for line in lines])
     unknown = set(params) - _FIELD_PARAMS
     if unknown:
         raise SignatureBaseError(f'"{name}" does not take the parameter {sorted(unknown)[0]!r}')

@@ -22,8 +22,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from decimal import Decimal
+from types import MappingProxyType
+from typing import NamedTuple
 
 
 class StructuredFieldError(ValueError):
@@ -37,19 +39,18 @@ class Token(str):
 
 
 BareItem = int | Decimal | str | Token | bytes | bool
-Params = dict[str, BareItem]
+Params = Mapping[str, BareItem]
+NO_PARAMS: Params = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):  # NamedTuples: several are built per signed request, cheaply
     value: BareItem
-    params: Params = field(default_factory=dict)
+    params: Params = NO_PARAMS
 
 
-@dataclass(frozen=True)
-class InnerList:
+class InnerList(NamedTuple):
     items: tuple[Item, ...]
-    params: Params = field(default_factory=dict)
+    params: Params = NO_PARAMS
 
 
 Member = Item | InnerList
@@ -62,6 +63,9 @@ _BYTES = re.compile(r":([A-Za-z0-9+/=]*):")
 _OWS = re.compile(r"[ \t]*")
 _SP = re.compile(r" *")
 _ESCAPE = re.compile(r"\\([\"\\])")
+# An inner list of plain strings (no escapes, no item parameters): what every Signature-Input
+# member looks like. Matched in one step; anything else takes the general path.
+_PLAIN_INNER_LIST = re.compile(r'\(("[\x20\x21\x23-\x5b\x5d-\x7e]*"(?: "[\x20\x21\x23-\x5b\x5d-\x7e]*")*)?\)')
 
 
 class _Parser:
@@ -88,13 +92,14 @@ class _Parser:
         return match.group()
 
     def bare_item(self) -> BareItem:
-        char = self.peek()
+        char = self.text[self.pos:self.pos + 1]
         if char == '"':
             match = _STRING.match(self.text, self.pos)
             if match is None:
                 raise self.fail("malformed string")
             self.pos = match.end()
-            return _ESCAPE.sub(r"\1", match.group(1))
+            value = match.group(1)
+            return _ESCAPE.sub(r"\1", value) if "\\" in value else value
         if char == "-" or char.isdigit():
             return self.number()
         if char == ":":
@@ -131,14 +136,16 @@ class _Parser:
         return Decimal(f"{sign}{whole}.{fraction}")
 
     def params(self) -> Params:
-        params: Params = {}
         text = self.text
+        if text[self.pos:self.pos + 1] != ";":
+            return NO_PARAMS
+        params: dict[str, BareItem] = {}
         while self.pos < len(text) and text[self.pos] == ";":
             self.pos = _SP.match(text, self.pos + 1).end()  # type: ignore[union-attr]
             name = self.key()
             if self.unique and name in params:
                 raise self.fail(f"parameter {name!r} appears twice")
-            if self.peek() == "=":
+            if text[self.pos:self.pos + 1] == "=":
                 self.pos += 1
                 params[name] = self.bare_item()
             else:
@@ -150,16 +157,23 @@ class _Parser:
         return Item(value, self.params())
 
     def inner_list(self) -> InnerList:
+        text = self.text
+        plain = _PLAIN_INNER_LIST.match(text, self.pos)
+        if plain is not None:
+            self.pos = plain.end()
+            content = plain.group(1)
+            strings = content[1:-1].split('" "') if content else ()
+            return InnerList(tuple(Item(value) for value in strings), self.params())
         self.pos += 1  # "("
         items: list[Item] = []
-        text = self.text
         while True:
-            self.pos = _SP.match(text, self.pos).end()  # type: ignore[union-attr]
-            if self.peek() == ")":
+            while text[self.pos:self.pos + 1] == " ":
+                self.pos += 1
+            if text[self.pos:self.pos + 1] == ")":
                 self.pos += 1
                 return InnerList(tuple(items), self.params())
-            items.append(self.item())
-            if self.peek() not in (" ", ")"):
+            items.append(Item(self.bare_item(), self.params()))
+            if text[self.pos:self.pos + 1] not in (" ", ")"):
                 raise self.fail("inner-list items are separated by spaces")
 
     def member(self) -> Member:
@@ -233,6 +247,11 @@ def parse_item(text: str) -> Item:
 
 
 def serialize_bare_item(value: BareItem) -> str:
+    kind = type(value)
+    if kind is str:  # the common case: component names, keyid, nonce, tag
+        if '"' in value or "\\" in value:  # type: ignore[operator]
+            value = value.replace("\\", "\\\\").replace('"', '\\"')  # type: ignore[union-attr]
+        return f'"{value}"'
     if isinstance(value, bool):
         return "?1" if value else "?0"
     if isinstance(value, Token):
@@ -249,6 +268,8 @@ def serialize_bare_item(value: BareItem) -> str:
 
 
 def serialize_params(params: Params) -> str:
+    if not params:
+        return ""
     return "".join(f";{name}" if value is True else f";{name}={serialize_bare_item(value)}"
                    for name, value in params.items())
 

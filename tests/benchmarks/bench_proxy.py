@@ -9,10 +9,13 @@ Four servers on free 127.0.0.1 ports, each in its own process group under this p
 * upstream     a minimal raw-ASGI app under uvicorn (httptools, uvloop) answering a small JSON body;
 * nginx        a plain reverse proxy to the upstream with upstream keepalive (the floor for any proxy);
 * passthrough  ``EnforcerApp(policy, verify_tokens=False)``: the same app and forwarding, auth bypassed;
-* enforcer     ``EnforcerApp(policy)``: ES256 token verified, the policy's rule evaluated, metrics recorded.
+* enforcer     ``EnforcerApp(policy)``: ES256 token verified, the policy's rule evaluated, metrics recorded;
+* signed       the enforcer with a ``signatures:`` block: every request also carries an RFC 9421
+               ECDSA P-256 signature over six components, verified in full on every request.
 
-``wrk`` (one thread) drives each one with the same ``Authorization: Bearer`` header, interleaving the
-configurations over several rounds; the report is the median per (configuration, connections).
+``wrk`` (one thread) drives each one with the same ``Authorization: Bearer`` header (plus the
+signature headers for ``signed``), interleaving the configurations over several rounds; the report is
+the median per (configuration, connections).
 Needs ``nginx`` and ``wrk`` on PATH (Debian: ``apt-get install nginx-light wrk``; ``nginx`` works too).
 """
 
@@ -41,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # measure the enforcer of this checkout, wherever it is run from
     sys.path.insert(0, str(ROOT))
 
-CONFIGS = ("nginx", "passthrough", "enforcer")
+CONFIGS = ("nginx", "passthrough", "enforcer", "signed")
+SIGNED_COMPONENTS = ("@method", "@target-uri", "@authority", "@path", "@query", "authorization")
 CONNECTIONS = (1, 32, 64)
 TARGET_PATH = "/mcp/tools"
 ISSUER = "https://bench-issuer.enforcer.invalid"
@@ -55,6 +59,7 @@ UVICORN_COMMON = {
 PASSTHROUGH_VS_NGINX_MIN = 0.10  # passthrough req/s >= this x nginx req/s at 32 connections
 ENFORCER_VS_PASSTHROUGH_MIN = 0.85  # enforcer req/s >= this x passthrough req/s at 32 connections
 TAIL_RATIO_MAX = 1.5  # at 64 connections: enforcer p99/p50 <= this x passthrough p99/p50
+SIGNED_VS_PASSTHROUGH_MIN = 0.5  # signed req/s >= this x passthrough req/s at 32 connections
 
 
 # -- the child processes ---------------------------------------------------------------------------------
@@ -200,7 +205,7 @@ def wait_ready(children: Children, name: str, port: int, headers: dict[str, str]
 
 # -- keys, token, policy, nginx.conf ---------------------------------------------------------------------
 
-def make_token(workdir: Path, audience: str, ttl_seconds: int) -> str:
+def make_token(workdir: Path, audience: str | list[str], ttl_seconds: int) -> str:
     """A fresh ES256 key (its public half written as jwks.json) and one RFC 9068 access token."""
     from joserfc import jwt
     from joserfc.jwk import ECKey
@@ -214,8 +219,37 @@ def make_token(workdir: Path, audience: str, ttl_seconds: int) -> str:
     return jwt.encode({"alg": "ES256", "typ": "at+jwt", "kid": key.kid}, claims, key, algorithms=["ES256"])
 
 
+def make_agent_key(workdir: Path) -> dict:
+    """The agent's P-256 signing key (private JWK); its public half is written as agents.json."""
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-256", parameters={"kid": "bench-agent"}, private=True)
+    (workdir / "agents.json").write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+    return key.as_dict(private=True)
+
+
+def signature_headers(agent_jwk: dict, port: int, token: str) -> dict[str, str]:
+    """One signed GET: no nonce (wrk repeats it), so every request is verified in full but none is a replay."""
+    from enforcer.signing import SigningKey, sign_headers
+
+    added = sign_headers(SigningKey.from_jwk(agent_jwk), "GET", f"http://127.0.0.1:{port}{TARGET_PATH}",
+                         [("Authorization", f"Bearer {token}")], components=SIGNED_COMPONENTS, nonce=False)
+    return dict(added)
+
+
+SIGNATURES_BLOCK = """    signatures:
+      required: true
+      components: [{components}]
+      algorithms: [ecdsa-p256-sha256]
+      max_age_seconds: 86400
+      keys: {{jwks_file: agents.json}}
+"""
+
+
 def write_policy(workdir: Path, name: str, port: int, upstream_port: int) -> Path:
     path = workdir / f"{name}.yaml"
+    signatures = SIGNATURES_BLOCK.format(components=", ".join(f'"{c}"' for c in SIGNED_COMPONENTS)) \
+        if name == "signed" else ""
     path.write_text(f"""version: 1
 issuers:
   - id: bench
@@ -229,7 +263,7 @@ resources:
     upstream: http://127.0.0.1:{upstream_port}/mcp
     issuers: [bench]
     scopes_supported: [tools:read, tools:call]
-    rules:
+{signatures}    rules:
       - id: agents-read
         effect: allow
         client_ids: ["agent-*"]
@@ -318,9 +352,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_wrk(port: int, connections: int, seconds: float, token: str) -> Run:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s",
-            "-H", f"Authorization: Bearer {token}", f"http://127.0.0.1:{port}{TARGET_PATH}"]
+def run_wrk(port: int, connections: int, seconds: float, headers: dict[str, str]) -> Run:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s"]
+    for name, value in headers.items():
+        argv += ["-H", f"{name}: {value}"]
+    argv.append(f"http://127.0.0.1:{port}{TARGET_PATH}")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=_die_with_parent)
     try:
@@ -383,16 +419,18 @@ def _ms(value: float) -> str:
 
 def report(results: dict[tuple[str, int], list[Run]]) -> bool:
     s = {key: summarise(runs) for key, runs in results.items()}
-    header = ["connections", "nginx req/s", "passthrough req/s", "enforcer req/s", "passthrough/nginx",
-              "enforcer/passthrough", "nginx p50/p99 ms", "passthrough p50/p99 ms", "enforcer p50/p99 ms",
-              "nginx p99/p50", "passthrough p99/p50", "enforcer p99/p50"]
+    header = ["connections", "nginx req/s", "passthrough req/s", "enforcer req/s", "signed req/s",
+              "passthrough/nginx", "enforcer/passthrough", "signed/passthrough", "nginx p50/p99 ms",
+              "passthrough p50/p99 ms", "enforcer p50/p99 ms", "signed p50/p99 ms",
+              "nginx p99/p50", "passthrough p99/p50", "enforcer p99/p50", "signed p99/p50"]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---:" for _ in header) + "|")
     for conns in CONNECTIONS:
-        n, p, e = (s[(c, conns)] for c in CONFIGS)
-        cells = [str(conns), f"{n.rps:,.0f}", f"{p.rps:,.0f}", f"{e.rps:,.0f}", f"{p.rps / n.rps:.3f}",
-                 f"{e.rps / p.rps:.3f}", *(f"{_ms(x.p50_ms)} / {_ms(x.p99_ms)}" for x in (n, p, e)),
-                 *(f"{x.tail:.2f}" for x in (n, p, e))]
+        n, p, e, g = (s[(c, conns)] for c in CONFIGS)
+        cells = [str(conns), *(f"{x.rps:,.0f}" for x in (n, p, e, g)), f"{p.rps / n.rps:.3f}",
+                 f"{e.rps / p.rps:.3f}", f"{g.rps / p.rps:.3f}",
+                 *(f"{_ms(x.p50_ms)} / {_ms(x.p99_ms)}" for x in (n, p, e, g)),
+                 *(f"{x.tail:.2f}" for x in (n, p, e, g))]
         print("| " + " | ".join(cells) + " |")
     print()
     print("Medians over rounds; p99/p50 is the median of each run's ratio.")
@@ -401,8 +439,10 @@ def report(results: dict[tuple[str, int], list[Run]]) -> bool:
     for conns in CONNECTIONS:
         p_cpu = statistics.median(r.cpu_us for r in results[("passthrough", conns)])
         e_cpu = statistics.median(r.cpu_us for r in results[("enforcer", conns)])
+        g_cpu = statistics.median(r.cpu_us for r in results[("signed", conns)])
         print(f"- c={conns}: passthrough {p_cpu:.0f} us, enforcer {e_cpu:.0f} us "
-              f"(token, policy and identity headers: {e_cpu - p_cpu:+.0f} us, {e_cpu / p_cpu:.2f}x)")
+              f"(token, policy and identity headers: {e_cpu - p_cpu:+.0f} us, {e_cpu / p_cpu:.2f}x), "
+              f"signed {g_cpu:.0f} us (the request signature: {g_cpu - e_cpu:+.0f} us)")
     problems = [f"{config} c={conns}: {sum(r.non_2xx for r in runs)} non-2xx, "
                 f"{sum(r.socket_errors for r in runs)} socket errors"
                 for (config, conns), runs in results.items()
@@ -414,6 +454,7 @@ def report(results: dict[tuple[str, int], list[Run]]) -> bool:
     ratio_32 = s[("passthrough", 32)].rps / s[("nginx", 32)].rps
     enforcer_32 = s[("enforcer", 32)].rps / s[("passthrough", 32)].rps
     tail_64 = s[("enforcer", 64)].tail / s[("passthrough", 64)].tail
+    signed_32 = s[("signed", 32)].rps / s[("passthrough", 32)].rps
     checks = [
         (ratio_32 >= PASSTHROUGH_VS_NGINX_MIN,
          f"passthrough >= {PASSTHROUGH_VS_NGINX_MIN:.2f}x nginx req/s at 32 connections: {ratio_32:.3f}x"),
@@ -422,6 +463,8 @@ def report(results: dict[tuple[str, int], list[Run]]) -> bool:
         (tail_64 <= TAIL_RATIO_MAX,
          f"enforcer p99/p50 <= {TAIL_RATIO_MAX:.1f}x passthrough p99/p50 at 64 connections: {tail_64:.2f}x "
          f"({s[('enforcer', 64)].tail:.2f} vs {s[('passthrough', 64)].tail:.2f})"),
+        (signed_32 >= SIGNED_VS_PASSTHROUGH_MIN,
+         f"signed >= {SIGNED_VS_PASSTHROUGH_MIN:.2f}x passthrough req/s at 32 connections: {signed_32:.3f}x"),
     ]
     for ok, text in checks:
         print(f"{'PASS' if ok else 'FAIL'}: {text}")
@@ -455,8 +498,11 @@ def benchmark(args: argparse.Namespace) -> bool:
         try:
             ports = {name: free_port() for name in ("upstream", *CONFIGS)}
             expected = rounds * len(CONNECTIONS) * len(CONFIGS) * (duration + 2) + 10 * warmup + 120
-            token = make_token(workdir, f"http://127.0.0.1:{ports['enforcer']}/mcp", int(expected * 2) + 3600)
+            audiences = [f"http://127.0.0.1:{ports[name]}/mcp" for name in ("enforcer", "signed")]
+            token = make_token(workdir, audiences, int(expected * 2) + 3600)
             auth = {"Authorization": f"Bearer {token}"}
+            headers = {name: auth for name in CONFIGS}
+            headers["signed"] = {**auth, **signature_headers(make_agent_key(workdir), ports["signed"], token)}
             me = [sys.executable, str(Path(__file__).resolve()), "_child"]
 
             children.start("upstream", [*me, "upstream", str(ports["upstream"])])
@@ -464,21 +510,24 @@ def benchmark(args: argparse.Namespace) -> bool:
             conf = write_nginx_conf(workdir, ports["nginx"], ports["upstream"])
             children.start("nginx", ["nginx", "-p", str(workdir), "-e", str(workdir / "nginx-error.log"),
                                      "-c", str(conf)])
-            for name, verify in (("passthrough", "bypass"), ("enforcer", "verify")):
+            for name, verify in (("passthrough", "bypass"), ("enforcer", "verify"), ("signed", "verify")):
                 policy = write_policy(workdir, name, ports[name], ports["upstream"])
                 children.start(name, [*me, "enforcer", str(policy), str(ports[name]), verify])
             for name in CONFIGS:
-                wait_ready(children, name, ports[name], auth)
+                wait_ready(children, name, ports[name], headers[name])
             without = http_status(ports["enforcer"], {})
             if without != 401:
                 raise BenchError(f"the full enforcer answered {without} without a token (expected 401): "
                                  "auth is not on")
-            print(f"checked: nginx, passthrough and enforcer answer 200 with the token; "
-                  f"enforcer answers {without} without it; passthrough without it: "
+            unsigned = http_status(ports["signed"], auth)
+            if unsigned != 401:
+                raise BenchError(f"the signed enforcer answered {unsigned} to an unsigned request (expected 401)")
+            print(f"checked: every config answers 200 with its headers; enforcer answers {without} without the "
+                  f"token, signed answers {unsigned} without the signature; passthrough without the token: "
                   f"{http_status(ports['passthrough'], {})}")
 
             for name in CONFIGS:  # fill pools, caches and the token cache before anything counts
-                run_wrk(ports[name], 32, warmup, token)
+                run_wrk(ports[name], 32, warmup, headers[name])
             results: dict[tuple[str, int], list[Run]] = {(c, n): [] for c in CONFIGS for n in CONNECTIONS}
             for round_no in range(1, rounds + 1):
                 order = CONFIGS if round_no % 2 else tuple(reversed(CONFIGS))  # no config always runs last
@@ -487,7 +536,7 @@ def benchmark(args: argparse.Namespace) -> bool:
                         children.check_alive()
                         pid = children.procs[name].pid
                         before = cpu_seconds(pid) if name != "nginx" else 0.0
-                        run = run_wrk(ports[name], conns, duration, token)
+                        run = run_wrk(ports[name], conns, duration, headers[name])
                         if name != "nginx" and run.requests:
                             cpu_us = (cpu_seconds(pid) - before) / run.requests * 1e6
                             run = replace(run, cpu_us=cpu_us)
