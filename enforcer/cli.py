@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--aud", default=devissuer.DEFAULT_AUDIENCE)
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.add_argument("--dev-dir", type=Path, default=None, help="dev key directory (default .enforcer-dev)")
+    token.add_argument("--bind-agent-key", action="store_true",
+                       help="bind the token to the demo agent's signing key (cnf.jwk; see enforcer sign)")
     token.set_defaults(run=_token)
 
     signer = commands.add_parser(
@@ -134,8 +136,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _token(args: argparse.Namespace) -> int:
     directory = args.dev_dir or devissuer.default_dev_dir()
+    extra = None
+    if args.bind_agent_key:
+        extra = {"cnf": {"jwk": devissuer.public_jwk(devissuer.ensure_agent_key(directory))}}
     print(devissuer.mint(directory, sub=args.sub, client_id=args.client_id, scope=args.scope,
-                         audience=args.aud, ttl_seconds=args.ttl))
+                         audience=args.aud, ttl_seconds=args.ttl, extra=extra))
     return 0
 
 
@@ -179,6 +184,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     configure_logging("info")
     devissuer.ensure_key(devissuer.default_dev_dir())
+    devissuer.ensure_agent_key(devissuer.default_dev_dir())
     if not EXAMPLE_POLICY.exists():
         print(f"run this from the project directory ({EXAMPLE_POLICY} not found)", file=sys.stderr)
         return 1
@@ -195,6 +201,13 @@ enforcer demo: {base}/mcp -> demo upstream on 127.0.0.1:{args.upstream_port}
   curl -i -H "Authorization: Bearer $TOKEN" {base}/mcp/admin/users  # 403, rule block-admin
   curl -s {base}/.well-known/oauth-protected-resource/mcp           # RFC 9728 metadata
   curl -s http://127.0.0.1:{args.admin_port}/readyz
+
+{base}/signed also requires an RFC 9421 signature by the key bound to the token:
+  TOKEN=$(.venv/bin/enforcer token --bind-agent-key --aud {base}/signed)
+  curl -i -H "Authorization: Bearer $TOKEN" -d '{{"hi":1}}' {base}/signed/echo   # 401 + Accept-Signature
+  .venv/bin/enforcer sign --key .enforcer-dev/agent-key.json -X POST --url {base}/signed/echo \
+      -H "Authorization: Bearer $TOKEN" -d '{{"hi":1}}' > sig.headers
+  curl -i -H @sig.headers -H "Authorization: Bearer $TOKEN" -d '{{"hi":1}}' {base}/signed/echo   # 200
 """, flush=True)
     upstream = uvicorn.Config(echo_app, host="127.0.0.1", port=args.upstream_port, log_level="warning",
                               lifespan="off")

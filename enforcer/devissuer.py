@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from joserfc import jwt
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, OKPKey
 
 DEV_ISSUER = "https://dev-issuer.enforcer.invalid"
 DEFAULT_AUDIENCE = "http://127.0.0.1:8080/mcp"
@@ -40,6 +40,26 @@ def ensure_key(directory: Path) -> ECKey:
     if not jwks_file.exists():
         jwks_file.write_text(json.dumps({"keys": [key.as_dict(private=False)]}, indent=2) + "\n")
     return key
+
+
+def ensure_agent_key(directory: Path) -> dict[str, object]:
+    """The demo agent's Ed25519 signing key (private JWK), created on first use.
+
+    ``enforcer token --bind-agent-key`` puts its public half in the token's ``cnf.jwk``;
+    ``enforcer sign --key .enforcer-dev/agent-key.json`` signs requests with it."""
+    key_file = directory / "agent-key.json"
+    if key_file.exists():
+        return json.loads(key_file.read_text())
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = OKPKey.generate_key("Ed25519", parameters={"kid": "demo-agent"}, private=True)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(key.as_dict(private=True), handle)
+    return key.as_dict(private=True)
+
+
+def public_jwk(jwk: dict[str, object]) -> dict[str, object]:
+    return {name: value for name, value in jwk.items() if name not in ("d", "p", "q", "dp", "dq", "qi", "k")}
 
 
 def mint(directory: Path, *, sub: str, client_id: str, scope: str, audience: str,

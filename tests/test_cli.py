@@ -21,7 +21,7 @@ ENFORCER = [sys.executable, "-m", "enforcer.cli"]
 def _example_policy(tmp_path: Path, upstream_port: int) -> Path:
     """policies/example.yaml with the demo upstream moved to a free port and the dev JWKS in tmp_path."""
     text = (ROOT / "policies" / "example.yaml").read_text()
-    text = text.replace("http://127.0.0.1:9000/mcp", f"http://127.0.0.1:{upstream_port}/mcp")
+    text = text.replace("http://127.0.0.1:9000/", f"http://127.0.0.1:{upstream_port}/")
     text = text.replace("../.enforcer-dev/jwks.json", str(tmp_path / "dev" / "jwks.json"))
     path = tmp_path / "example.yaml"
     path.write_text(text)
@@ -100,3 +100,49 @@ def test_shipped_policies_validate(args: list[str]) -> None:
                             env={**os.environ})
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: 1 file(s)")
+
+
+def _sign(tmp_path: Path, url: str, token: str, body: str) -> list[tuple[str, str]]:
+    result = subprocess.run([*ENFORCER, "sign", "--key", str(tmp_path / "dev" / "agent-key.json"), "-X", "POST",
+                             "--url", url, "-H", f"Authorization: Bearer {token}", "-d", body],
+                            capture_output=True, text=True, check=True, cwd=ROOT)
+    return [tuple(line.split(": ", 1)) for line in result.stdout.splitlines()]  # type: ignore[misc]
+
+
+def test_MS_01_signed_example_resource_with_enforcer_sign(tmp_path: Path) -> None:
+    """The README walkthrough for /signed: a token bound to the demo agent key, `enforcer sign`
+    for the headers, accepted once; the same headers again are a replay."""
+    token = _token(tmp_path, "--bind-agent-key", "--aud", "http://127.0.0.1:8080/signed")
+    assert oct((tmp_path / "dev" / "agent-key.json").stat().st_mode & 0o777) == "0o600"
+    with serving(echo_app, lifespan="off") as upstream:
+        policy = _example_policy(tmp_path, upstream.port)
+        port, admin_port = free_port(), free_port()
+        process = subprocess.Popen([*ENFORCER, "serve", "--policy", str(policy), "--port", str(port),
+                                    "--admin-port", str(admin_port)], cwd=ROOT, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _wait_ready(f"http://127.0.0.1:{admin_port}", process)
+            url, body = f"http://127.0.0.1:{port}/signed/echo", '{"hi":1}'
+            auth = {"authorization": f"Bearer {token}"}
+            unsigned = httpx.post(url, headers=auth, content=body)
+            assert unsigned.status_code == 401, unsigned.text
+            assert unsigned.json()["signature_failure"] == "missing_signature"
+            assert unsigned.headers["accept-signature"].startswith(
+                'sig1=("@method" "@target-uri" "authorization" "content-digest");created;nonce="')
+            # agents sign the public URL of the resource, which here is 127.0.0.1:8080
+            signed = _sign(tmp_path, url.replace(str(port), "8080"), token, body)
+            assert [name for name, _ in signed] == ["Content-Digest", "Signature-Input", "Signature"]
+            ok = httpx.post(url, headers=[*auth.items(), *signed], content=body)
+            assert ok.status_code == 200, ok.text
+            replay = httpx.post(url, headers=[*auth.items(), *signed], content=body)
+            assert replay.status_code == 401 and replay.json()["signature_failure"] == "replayed_nonce"
+            other_body = httpx.post(url, headers=[*auth.items(), *signed], content='{"hi":2}')
+            assert other_body.status_code == 400 and other_body.json()["error"] == "invalid_digest"
+            metadata = httpx.get(f"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/signed").json()
+            assert metadata["http_message_signatures"]["key_binding"] == "token_cnf"
+        finally:
+            process.terminate()
+            _, stderr = process.communicate(timeout=15)
+        assert process.returncode == 0, stderr
+        signature = dict(signed)["Signature"].split("=", 1)[1]
+        assert token not in stderr and signature not in stderr
