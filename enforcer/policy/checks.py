@@ -164,6 +164,9 @@ def _signature_problems(signatures: Signatures) -> Found:
         yield ("keys",), "key_source", "give jwks_file or jwks_uri, not both"
     if keys.jwks_uri and (msg := _secure_url_problem(keys.jwks_uri)):
         yield ("keys", "jwks_uri"), "insecure_url", msg
+    if keys.shared_secrets_file and "hmac-sha256" not in signatures.algorithms:
+        yield ("keys", "shared_secrets_file"), "invalid_value", \
+            "shared secrets verify only hmac-sha256 signatures; add it to algorithms or remove the file"
 
 
 def _rule_problems(rule: Rule, prefix: str) -> Found:

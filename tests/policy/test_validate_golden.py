@@ -138,6 +138,7 @@ MUST_REPORT = [
     ("signatures", "26:7: key_source: resources[1].signatures.keys"),
     ("signatures", "34:7: key_source: resources[2].signatures.keys"),
     ("signatures", "36:9: insecure_url: resources[2].signatures.keys.jwks_uri"),
+    ("signatures", "44:14: invalid_value: resources[3].signatures.keys.shared_secrets_file"),
     ("unsupported", "22:9: unsupported: resources[0].rules[0].mcp"),
     ("unsupported", "26:9: unsupported: resources[0].rules[1].mcp"),
     ("duplicate_route", "17:5: duplicate_route: resources[1].match"),
@@ -182,7 +183,7 @@ def test_good_policy_validates(source: Path, validate: Validate) -> None:
 def test_shipped_example_validates(path: str, validate: Validate) -> None:
     code, out, err = validate(Path(path))
     assert (code, err) == (0, "")
-    assert re.fullmatch(r"ok: 1 file\(s\), 1 issuer\(s\), 1 resource\(s\), policy [0-9a-f]{16}\n", out)
+    assert re.fullmatch(r"ok: 1 file\(s\), 1 issuer\(s\), 2 resource\(s\), policy [0-9a-f]{16}\n", out)
 
 
 def test_directory_loads_every_yaml_but_tests(validate: Validate) -> None:
