@@ -182,7 +182,7 @@ def _form_pairs(query: str) -> list[tuple[str, str]]:
 
 def _reencode(text: str) -> str:
     decoded = unquote_to_bytes(text.replace("+", " ")).decode("utf-8", "replace")
-    return quote(decoded, safe=_FORM_SAFE)
+    return quote(decoded, safe=_FORM_SAFE).replace("~", "%7E")  # quote() never encodes '~'; the form set does
 
 
 def _field(name: str, params: Mapping, message: SignedMessage) -> str:

@@ -262,6 +262,8 @@ def serialize_bare_item(value: BareItem) -> str:
         return ":" + base64.b64encode(value).decode() + ":"
     if isinstance(value, Decimal):
         rounded = value.quantize(Decimal("0.001"))
+        if rounded.is_zero():
+            rounded = rounded.copy_abs()  # RFC 8941 4.1.5: a sign only below zero
         text = format(rounded.normalize(), "f")
         return text if "." in text else text + ".0"
     return str(value)
