@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from enforcer.auth import structured
 from enforcer.auth.digest import DigestError, check_content_digest
@@ -48,8 +48,7 @@ BodyReader = Callable[[], Awaitable[bytes]]
 _STRING_PARAMS = ("alg", "keyid", "nonce", "tag")
 
 
-@dataclass(frozen=True)
-class VerifiedSignature:
+class VerifiedSignature(NamedTuple):
     """What the audit trail records about the signature that was accepted."""
 
     label: str
@@ -62,8 +61,7 @@ class VerifiedSignature:
     tag: str | None
 
 
-@dataclass(frozen=True)
-class _Candidate:
+class _Candidate(NamedTuple):
     label: str
     covered: InnerList
     signature: bytes

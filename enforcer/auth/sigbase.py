@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
 from enforcer.auth import structured
@@ -40,9 +41,9 @@ _FIELD_PARAMS = frozenset({"sf", "key", "bs", "req", "tr"})
 _FORM_SAFE = "*-._"
 
 
-@dataclass(frozen=True)
-class SignedMessage:
-    """The parts of an HTTP message that signature components read.
+class SignedMessage(NamedTuple):
+    """The parts of an HTTP message that signature components read (a NamedTuple: one is
+    built per signed request, and it is cheap to make).
 
     ``headers`` maps lower-cased field names to their field lines in arrival order;
     ``query`` is the raw query without ``?`` (None when the target had none)."""
@@ -52,7 +53,7 @@ class SignedMessage:
     authority: str = ""
     path: str = "/"
     query: str | None = None
-    headers: Mapping[str, list[str]] = field(default_factory=dict)
+    headers: Mapping[str, list[str]] = MappingProxyType({})
     status: int | None = None
     request_target: str | None = None
     request: SignedMessage | None = None  # the request a response answers (``;req``)
