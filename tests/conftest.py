@@ -22,6 +22,8 @@ from tests.support import (
     write_policy,
 )
 
+pytest_plugins = ["tests.redis_support"]  # redis_url, redis_server: a private redis-server
+
 
 @dataclass
 class Stack:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from enforcer.clock import Clock
 
@@ -75,20 +77,43 @@ class RedisReplayCache:
     """Nonces shared by every replica through one Redis (``redis://`` or ``rediss://`` URL)."""
 
     def __init__(self, url: str, *, timeout_seconds: float = 0.5) -> None:
-        import redis.asyncio as redis  # imported here: single-process deployments never need it
+        # imported here: single-process deployments never need redis
+        import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self._errors = (redis.RedisError, OSError)
+        # One immediate retry on a connection error, none on a timeout: a pooled connection that
+        # Redis closed (restart, idle timeout, failover) fails on first use, and the retry runs on
+        # a new connection. A timed-out SET may have been applied; repeating it would answer
+        # "already used" for a fresh nonce, so a timeout is reported as unavailable instead.
+        broken = (redis.ConnectionError,)
         self._client = redis.Redis.from_url(url, socket_timeout=timeout_seconds,
-                                            socket_connect_timeout=timeout_seconds, retry_on_timeout=False)
+                                            socket_connect_timeout=timeout_seconds,
+                                            retry=Retry(NoBackoff(), 1, supported_errors=broken),
+                                            retry_on_error=list(broken))
         self._where = _redacted(url)
+        self._last_logged = float("-inf")
+        self._unlogged = 0
 
     async def first_use(self, parts: tuple[str, ...], ttl_seconds: int) -> bool:
         try:
             stored = await self._client.set(cache_key(parts), b"1", nx=True, ex=max(int(ttl_seconds), 1))
         except self._errors as exc:
-            log.error("replay cache unavailable", extra={"store": self._where, "error": type(exc).__name__})
-            raise ReplayCacheUnavailable(f"the shared nonce cache ({self._where}) cannot be reached") from exc
+            self._log_outage(exc)
+            # the address is logged above, not shown: callers must not learn the internal topology
+            raise ReplayCacheUnavailable("the shared nonce cache cannot be reached") from exc
         return bool(stored)
+
+    def _log_outage(self, exc: BaseException) -> None:
+        """One error line per 10 s of outage (with how many refusals it stands for), not one per request."""
+        now = time.monotonic()
+        if now - self._last_logged < 10:
+            self._unlogged += 1
+            return
+        log.error("replay cache unavailable", extra={"store": self._where, "error": type(exc).__name__,
+                                                     "refusals_since_last_log": self._unlogged})
+        self._last_logged, self._unlogged = now, 0
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -98,17 +123,26 @@ class RedisReplayCache:
 
 
 def _redacted(url: str) -> str:
-    """host:port/db of a Redis URL, without credentials."""
-    from urllib.parse import urlsplit
-
+    """scheme://host:port/db (or unix://path) of a Redis URL, without credentials or query."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path}"
 
 
 def replay_store_problem(url: str) -> str | None:
-    if url == "memory" or url.startswith(("redis://", "rediss://", "unix://")):
+    if url == "memory":
         return None
-    return "the replay store is 'memory' or a redis://, rediss:// or unix:// URL"
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return "the replay store is 'memory' or a redis://, rediss:// or unix:// URL"
+    try:
+        urlsplit(url).port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return "the replay store URL has an invalid port"
+    return None
 
 
 def make_replay_cache(url: str | None, clock: Clock) -> ReplayCache:
