@@ -36,7 +36,7 @@ from enforcer.auth.sigbase import (
     normalize_authority,
     signature_base,
 )
-from enforcer.auth.structured import InnerList, Item, StructuredFieldError, Token
+from enforcer.auth.structured import InnerList, Item, StructuredFieldError
 from enforcer.clock import Clock
 from enforcer.context import Principal, RequestInfo
 from enforcer.errors import DependencyUnavailable, InvalidDigest, InvalidRequest, InvalidSignature
@@ -80,10 +80,14 @@ class _RequestFields(Mapping[str, list[str]]):
         self.request = request
 
     def __getitem__(self, name: str) -> list[str]:
-        lines = self.request.header_values(name.encode("latin-1"))
-        if not lines:
+        lines = self.get(name)
+        if lines is None:
             raise KeyError(name)
-        return [line.decode("latin-1") for line in lines]
+        return lines
+
+    def get(self, name: str, default: list[str] | None = None) -> list[str] | None:  # type: ignore[override]
+        lines = self.request.header_values(name.encode("latin-1"))
+        return [line.decode("latin-1") for line in lines] if lines else default
 
     def __iter__(self) -> Iterator[str]:
         return iter(dict.fromkeys(name.decode("latin-1") for name, _ in self.request.headers))
@@ -158,8 +162,7 @@ class SignatureVerifier:
             raise self._error("malformed_signature", f"send at most {MAX_SIGNATURES} signatures")
         candidates = []
         for label, member in input_members.items():
-            if not isinstance(member, InnerList) or not all(
-                    isinstance(i.value, str) and not isinstance(i.value, Token) for i in member.items):
+            if not isinstance(member, InnerList) or not all(type(i.value) is str for i in member.items):
                 raise self._error("malformed_signature",
                                   f"Signature-Input {label} must be an inner list of component strings")
             signature = signature_members.get(label)
@@ -198,8 +201,8 @@ class SignatureVerifier:
     # -- 3, 4. parameters, key, base, cryptography ---------------------------------------------
 
     async def _try(self, candidate: _Candidate, message: SignedMessage, principal: Principal) -> VerifiedSignature:
-        created, nonce = self._check_params(candidate)
-        keyid = candidate.param("keyid")
+        created, nonce = self._check_params(candidate.covered.params)
+        keyid = candidate.covered.params.get("keyid")
         try:
             key = await self.keyring.resolve(keyid if isinstance(keyid, str) else None, principal)
         except KeyNotFound as exc:
@@ -212,17 +215,17 @@ class SignatureVerifier:
         if not key.verify(candidate.signature, base.encode("ascii")):
             raise _Rejected("bad_signature", "the signature does not verify over the request as received "
                             "(check the covered components, the public URL and the key)")
-        tag = candidate.param("tag")
+        tag = candidate.covered.params.get("tag")
         return VerifiedSignature(candidate.label, keyid if isinstance(keyid, str) else None, key.thumbprint, key.alg,
                                  candidate.identifiers, created, nonce,
                                  tag if isinstance(tag, str) else None)
 
-    def _check_params(self, candidate: _Candidate) -> tuple[int, str | None]:
+    def _check_params(self, params: structured.Params) -> tuple[int, str | None]:
         for name in _STRING_PARAMS:
-            value = candidate.param(name)
-            if value is not None and (not isinstance(value, str) or isinstance(value, Token)):
+            value = params.get(name)
+            if value is not None and type(value) is not str:
                 raise _Rejected("malformed_signature", f"the {name} parameter must be a string")
-        created, expires = candidate.param("created"), candidate.param("expires")
+        created, expires = params.get("created"), params.get("expires")
         if not _is_int(created):
             raise _Rejected("missing_created", "the signature must carry created=<unix time> (an integer)")
         if expires is not None and not _is_int(expires):
@@ -236,7 +239,7 @@ class SignatureVerifier:
                             "sign each request afresh")
         if isinstance(expires, int) and now > expires + skew:
             raise _Rejected("expired", "the signature has expired")
-        nonce = candidate.param("nonce")
+        nonce = params.get("nonce")
         if self.config.require_nonce and not nonce:
             raise _Rejected("missing_nonce", "this resource requires a nonce parameter, unique per request")
         return created, nonce if isinstance(nonce, str) else None

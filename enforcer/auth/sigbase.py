@@ -90,14 +90,32 @@ def signature_base(covered: InnerList, message: SignedMessage, identifiers: Sequ
         identifiers = [component_identifier(component) for component in covered.items]
     if len(set(identifiers)) != len(identifiers):
         raise SignatureBaseError("a component is covered twice")
-    lines = [f"{identifier}: {component_value(component, message)}"
-             for identifier, component in zip(identifiers, covered.items, strict=True)]
+    lines = []
+    for identifier, component in zip(identifiers, covered.items, strict=True):
+        name = component.value
+        if component.params or not message.is_request:
+            value = component_value(component, message)
+        elif name in _PLAIN_DERIVED:  # the usual components, without the general dispatch
+            value = _PLAIN_DERIVED[name](message)  # type: ignore[index]
+        else:
+            value = component_value(component, message)
+        lines.append(f"{identifier}: {value}")
     signature_params = "(" + " ".join(identifiers) + ")" + structured.serialize_params(covered.params)
     lines.append(f'"@signature-params": {signature_params}')
     base = "\n".join(lines)
     if not base.isascii():
         raise SignatureBaseError("the signature base contains non-ASCII characters")
     return base
+
+
+_PLAIN_DERIVED = {
+    "@method": lambda m: m.method,
+    "@target-uri": lambda m: m.target_uri,
+    "@authority": lambda m: m.authority,
+    "@scheme": lambda m: m.scheme.lower(),
+    "@path": lambda m: m.path or "/",
+    "@query": lambda m: "?" + (m.query or ""),
+}
 
 
 def component_identifier(component: Item) -> str:

@@ -207,20 +207,59 @@ def _decode_bytes(data: str) -> bytes:
     return value
 
 
+# The common shape of a Signature-Input, Signature or Content-Digest member, matched in one
+# step: a plain inner list of strings or a byte sequence, with integer or plain-string
+# parameters. A member of any other shape (or followed by anything but a separator) is
+# parsed by the general code; both give the same result for what the fast path accepts.
+_S = r"[\x20\x21\x23-\x5b\x5d-\x7e]*"
+_FAST_MEMBER = re.compile(
+    rf'([a-z*][a-z0-9_.*-]*)=(?:\(("{_S}"(?: "{_S}")*)?\)|:([A-Za-z0-9+/=]*):)'
+    rf'((?:;[a-z*][a-z0-9_.*-]*(?:=(?:-?\d{{1,15}}(?![\d.])|"{_S}"))?)*)')
+_FAST_PARAM = re.compile(rf';([a-z*][a-z0-9_.*-]*)(?:=(?:(-?\d+)|"({_S})"))?')
+
+
+def _fast_member(parser: _Parser) -> tuple[str, Member] | None:
+    text, start = parser.text, parser.pos
+    match = _FAST_MEMBER.match(text, start)
+    if match is None or text[match.end():match.end() + 1] not in ("", " ", "\t", ","):
+        return None
+    name, strings, data, param_text = match.groups()
+    params: Params = NO_PARAMS
+    if param_text:
+        params = {}
+        for param in _FAST_PARAM.finditer(param_text):
+            key, number, string = param.groups()
+            if parser.unique and key in params:
+                raise parser.fail(f"parameter {key!r} appears twice")
+            params[key] = int(number) if number is not None else string if string is not None else True
+    parser.pos = match.end()
+    if data is not None:
+        return name, Item(_decode_bytes(data), params)
+    values = strings[1:-1].split('" "') if strings else ()
+    return name, InnerList(tuple(Item(value) for value in values), params)
+
+
 def parse_dictionary(text: str, *, unique: bool = False) -> dict[str, Member]:
     parser = _Parser(text, unique)
     members: dict[str, Member] = {}
     if not parser.text:
         return members
     while True:
-        name = parser.key()
-        if unique and name in members:
-            raise parser.fail(f"member {name!r} appears twice")
-        if parser.peek() == "=":
-            parser.pos += 1
-            members[name] = parser.member()
+        fast = _fast_member(parser)
+        if fast is not None:
+            name, member = fast
+            if unique and name in members:
+                raise parser.fail(f"member {name!r} appears twice")
+            members[name] = member
         else:
-            members[name] = Item(True, parser.params())
+            name = parser.key()
+            if unique and name in members:
+                raise parser.fail(f"member {name!r} appears twice")
+            if parser.peek() == "=":
+                parser.pos += 1
+                members[name] = parser.member()
+            else:
+                members[name] = Item(True, parser.params())
         if not parser.next_member():
             return members
 
