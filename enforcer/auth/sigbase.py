@@ -91,14 +91,10 @@ def signature_base(covered: InnerList, message: SignedMessage, identifiers: Sequ
     if len(set(identifiers)) != len(identifiers):
         raise SignatureBaseError("a component is covered twice")
     lines = []
+    plain = _PLAIN_DERIVED if message.status is None else {}  # a response has no request components
     for identifier, component in zip(identifiers, covered.items, strict=True):
-        name = component.value
-        if component.params or not message.is_request:
-            value = component_value(component, message)
-        elif name in _PLAIN_DERIVED:  # the usual components, without the general dispatch
-            value = _PLAIN_DERIVED[name](message)  # type: ignore[index]
-        else:
-            value = component_value(component, message)
+        derive = None if component.params else plain.get(component.value)  # type: ignore[call-overload]
+        value = derive(message) if derive is not None else component_value(component, message)
         lines.append(f"{identifier}: {value}")
     signature_params = "(" + " ".join(identifiers) + ")" + structured.serialize_params(covered.params)
     lines.append(f'"@signature-params": {signature_params}')

@@ -53,6 +53,9 @@ class InnerList(NamedTuple):
     params: Params = NO_PARAMS
 
 
+_new_item = tuple.__new__  # builds an Item without the NamedTuple's Python-level __new__ (hot path)
+
+
 Member = Item | InnerList
 
 _KEY = re.compile(r"[a-z*][a-z0-9_.*-]*")
@@ -236,7 +239,7 @@ def _fast_member(parser: _Parser) -> tuple[str, Member] | None:
     if data is not None:
         return name, Item(_decode_bytes(data), params)
     values = strings[1:-1].split('" "') if strings else ()
-    return name, InnerList(tuple(Item(value) for value in values), params)
+    return name, InnerList(tuple([_new_item(Item, (value, NO_PARAMS)) for value in values]), params)
 
 
 def parse_dictionary(text: str, *, unique: bool = False) -> dict[str, Member]:
