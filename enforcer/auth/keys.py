@@ -193,14 +193,15 @@ class SignatureKeyring:
         self.allowed = allowed
         self.from_token_cnf = config.from_token_cnf
         self.caches: list[KeyCache] = []
+        interval = config.jwks_refetch_interval_seconds
         if config.shared_secrets_file:
-            self.caches.append(KeyCache(KeySetSettings(f"{resource_id}/shared-secrets"),
+            self.caches.append(KeyCache(KeySetSettings(f"{resource_id}/shared-secrets", interval),
                                         FileKeySource(config.shared_secrets_file), clock,
                                         partial(parse_signature_jwks, allowed=allowed, shared_secret=True)))
         if config.jwks_file or config.jwks_uri:
             source = (FileKeySource(config.jwks_file) if config.jwks_file
                       else UriKeySource(str(config.jwks_uri), http))
-            self.caches.append(KeyCache(KeySetSettings(f"{resource_id}/signature-keys"), source, clock,
+            self.caches.append(KeyCache(KeySetSettings(f"{resource_id}/signature-keys", interval), source, clock,
                                         partial(parse_signature_jwks, allowed=allowed)))
         self._cnf_keys: OrderedDict[str, SignatureKey] = OrderedDict()
 

@@ -91,6 +91,9 @@ class SignatureKeys(Model):
     shared_secrets_file: Str | None = Field(
         None, description="JWKS of `oct` keys for hmac-sha256, relative to the policy file; keep it secret."
     )
+    jwks_refetch_interval_seconds: Int = Field(
+        10, ge=1, le=3600, description="Minimum interval between key-set refetches caused by an unknown keyid."
+    )
 
 
 class Signatures(Model):
