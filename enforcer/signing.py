@@ -25,24 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from http_message_signatures import algorithms
-from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
 from enforcer.auth import structured
 from enforcer.auth.digest import content_digest
-from enforcer.auth.keys import JOSE_TO_RFC9421
+from enforcer.auth.jwks import import_jwk
+from enforcer.auth.keys import ALGORITHM_CLASSES, bind_algorithm
 from enforcer.auth.sigbase import SignedMessage, headers_from_pairs, normalize_authority, signature_base
 from enforcer.auth.structured import InnerList, Item
 
 DEFAULT_COMPONENTS = ("@method", "@target-uri", "authorization", "content-digest", "content-type")
-_SIGNERS: dict[str, type[algorithms.HTTPSignatureAlgorithm]] = {
-    "ed25519": algorithms.ED25519, "ecdsa-p256-sha256": algorithms.ECDSA_P256_SHA256,
-    "ecdsa-p384-sha384": algorithms.ECDSA_P384_SHA384, "rsa-pss-sha512": algorithms.RSA_PSS_SHA512,
-    "rsa-v1_5-sha256": algorithms.RSA_V1_5_SHA256, "hmac-sha256": algorithms.HMAC_SHA256,
-}
-_BY_CURVE = {"Ed25519": "ed25519", "P-256": "ecdsa-p256-sha256", "P-384": "ecdsa-p384-sha384"}
-
-
 @dataclass(frozen=True)
 class SigningKey:
     """A private key (or shared secret) bound to one RFC 9421 algorithm."""
@@ -53,27 +44,16 @@ class SigningKey:
 
     @classmethod
     def from_jwk(cls, jwk: dict[str, Any], *, keyid: str | None = None) -> SigningKey:
-        kty = jwk.get("kty")
-        if jwk.get("alg") is not None:
-            alg = JOSE_TO_RFC9421.get(jwk["alg"]) or jwk["alg"]
-        elif kty in ("EC", "OKP"):
-            alg = _BY_CURVE.get(jwk.get("crv", ""), "")
-        elif kty == "oct":
-            alg = "hmac-sha256"
-        else:
-            raise ValueError("an RSA key must state alg (PS512 or RS256)")
-        if alg not in _SIGNERS:
-            raise ValueError(f"no RFC 9421 algorithm for this key (alg {alg!r})")
-        importer = {"RSA": RSAKey, "EC": ECKey, "OKP": OKPKey, "oct": OctKey}.get(str(kty))
-        if importer is None:
-            raise ValueError(f"unsupported kty {kty!r}")
-        key = importer.import_key(jwk)
-        if kty == "oct":
-            signer = _SIGNERS[alg](shared_secret=key.raw_value)
+        """The key of a private JWK (or an oct secret), bound to its algorithm exactly as
+        the enforcer binds the public half (``keys.bind_algorithm``)."""
+        alg = bind_algorithm(jwk)
+        key = import_jwk(jwk)
+        if jwk.get("kty") == "oct":
+            signer = ALGORITHM_CLASSES[alg](shared_secret=key.raw_value)
         else:
             if not key.is_private:
                 raise ValueError("signing needs the private key (the JWK has no 'd')")
-            signer = _SIGNERS[alg](private_key=key.raw_value)
+            signer = ALGORITHM_CLASSES[alg](private_key=key.raw_value)
         return cls(keyid if keyid is not None else jwk.get("kid"), alg, signer)
 
     @classmethod

@@ -282,7 +282,8 @@ class SignatureVerifier:
     # -- errors --------------------------------------------------------------------------------
 
     def _error(self, failure: str, description: str) -> InvalidSignature:
-        return InvalidSignature(description, failure=failure, accept_signature=self.accept_signature())
+        # descriptions may quote a client-chosen label or component name: keep them short
+        return InvalidSignature(description[:300], failure=failure, accept_signature=self.accept_signature())
 
     def accept_signature(self) -> str:
         """RFC 9421 section 5: the components and parameters an acceptable signature has."""

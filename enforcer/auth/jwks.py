@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from joserfc.jwk import ECKey, Key, OKPKey, RSAKey
+from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey
 
 from enforcer.auth import strictjson
 from enforcer.auth.keysources import MAX_JWKS_BYTES, FileKeySource, KeySource, KeySourceError
@@ -28,6 +28,7 @@ log = logging.getLogger("enforcer.jwks")
 
 MAX_KEYS = 100
 MIN_RSA_BITS = 2048
+MIN_SECRET_BYTES = 32
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _CURVE_ALGORITHMS = {"P-256": {"ES256"}, "P-384": {"ES384"}, "P-521": {"ES512"}, "Ed25519": {"EdDSA", "Ed25519"}}
 _RSA_ALGORITHMS = ("RS256", "PS256", "RS384", "PS384", "RS512", "PS512")
@@ -74,6 +75,13 @@ def _verifier_key(jwk: Any, algorithms: tuple[str, ...]) -> VerifierKey:
     if _PRIVATE_MEMBERS & jwk.keys():
         raise ValueError("contains private or symmetric key material; publish public keys only")
     alg = _bind_algorithm(jwk, algorithms)
+    return VerifierKey(kid, alg, import_jwk(jwk))
+
+
+def import_jwk(jwk: dict[str, Any]) -> Key:
+    """A joserfc key from a JWK (RSA of at least 2048 bits, EC, OKP, or an oct secret of
+    at least 32 bytes), or ``ValueError`` saying why not. Whether private members or
+    secrets are acceptable is the caller's decision."""
     kty = jwk.get("kty")
     try:
         if kty == "RSA":
@@ -84,13 +92,17 @@ def _verifier_key(jwk: Any, algorithms: tuple[str, ...]) -> VerifierKey:
             key = ECKey.import_key(jwk)
         elif kty == "OKP":
             key = OKPKey.import_key(jwk)
+        elif kty == "oct":
+            key = OctKey.import_key(jwk)
+            if len(key.raw_value) < MIN_SECRET_BYTES:
+                raise ValueError(f"shared secret shorter than {MIN_SECRET_BYTES} bytes")
         else:
             raise ValueError(f"unsupported kty {str(kty)[:16]!r}")
     except ValueError:
         raise
     except Exception as exc:  # joserfc raises several types for malformed members
         raise ValueError(f"malformed key ({type(exc).__name__})") from exc
-    return VerifierKey(kid, alg, key)
+    return key
 
 
 def _bind_algorithm(jwk: dict[str, Any], algorithms: tuple[str, ...]) -> str:

@@ -26,17 +26,15 @@ import httpx
 from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 from http_message_signatures import algorithms
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
-from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey
+from joserfc.jwk import Key
 
 from enforcer.auth import strictjson
-from enforcer.auth.jwks import KeyCache, KeySetSettings
+from enforcer.auth.jwks import KeyCache, KeySetSettings, import_jwk
 from enforcer.auth.keysources import MAX_JWKS_BYTES, FileKeySource, KeySourceError, UriKeySource
 from enforcer.clock import Clock
 from enforcer.context import Principal
 from enforcer.policy.model import SignatureKeys
 
-MIN_RSA_BITS = 2048
-MIN_SECRET_BYTES = 32
 MAX_KEYS = 100
 
 #: JOSE names (JWK ``alg``) -> RFC 9421 names (DESIGN.md section 3).
@@ -45,7 +43,7 @@ JOSE_TO_RFC9421 = {
     "PS512": "rsa-pss-sha512", "RS256": "rsa-v1_5-sha256", "HS256": "hmac-sha256",
 }
 _BY_CURVE = {"Ed25519": "ed25519", "P-256": "ecdsa-p256-sha256", "P-384": "ecdsa-p384-sha384"}
-_ALGORITHM_CLASSES: dict[str, type[algorithms.HTTPSignatureAlgorithm]] = {
+ALGORITHM_CLASSES: dict[str, type[algorithms.HTTPSignatureAlgorithm]] = {
     cls.algorithm_id: cls for cls in (algorithms.ED25519, algorithms.ECDSA_P256_SHA256, algorithms.ECDSA_P384_SHA384,
                                       algorithms.RSA_PSS_SHA512, algorithms.RSA_V1_5_SHA256, algorithms.HMAC_SHA256)
 }
@@ -100,15 +98,16 @@ def signature_key(jwk: Any, allowed: tuple[str, ...], *, shared_secret: bool = F
         raise ValueError("shared secrets (kty oct) belong in shared_secrets_file and nowhere else")
     if not shared_secret and {"d", "p", "q", "k"} & jwk.keys():
         raise ValueError("contains private key material; publish public keys only")
-    alg = _bind_algorithm(jwk)
+    alg = bind_algorithm(jwk)
     if alg not in allowed:
         raise ValueError(f"algorithm {alg} is not allowed for this resource")
-    key = _import(jwk)
-    verifier = _ALGORITHM_CLASSES[alg](public_key=key.raw_value)
+    key = import_jwk(jwk)
+    verifier = ALGORITHM_CLASSES[alg](public_key=key.raw_value)
     return SignatureKey(kid, alg, key, verifier, key.thumbprint())
 
 
-def _bind_algorithm(jwk: dict[str, Any]) -> str:
+def bind_algorithm(jwk: dict[str, Any]) -> str:
+    """The one RFC 9421 algorithm a JWK may be used with (its ``alg``, else its curve)."""
     declared, kty = jwk.get("alg"), jwk.get("kty")
     if declared is not None:
         alg = JOSE_TO_RFC9421.get(declared) if isinstance(declared, str) else None
@@ -120,35 +119,15 @@ def _bind_algorithm(jwk: dict[str, Any]) -> str:
             raise ValueError(f"curve {str(jwk.get('crv'))[:16]!r} is not usable for RFC 9421 signatures")
     elif kty == "oct":
         alg = "hmac-sha256"
-    else:
+    elif kty == "RSA":
         raise ValueError("an RSA key must state alg (PS512 or RS256): its type alone does not fix the algorithm")
+    else:
+        raise ValueError(f"unsupported kty {str(kty)[:16]!r}")
     family = {"ed25519": "OKP", "ecdsa-p256-sha256": "EC", "ecdsa-p384-sha384": "EC", "rsa-pss-sha512": "RSA",
               "rsa-v1_5-sha256": "RSA", "hmac-sha256": "oct"}[alg]
     if kty != family or (kty in ("EC", "OKP") and _BY_CURVE.get(str(jwk.get("crv"))) != alg):
         raise ValueError(f"alg {declared} does not fit a {kty} key")
     return alg
-
-
-def _import(jwk: dict[str, Any]) -> Key:
-    try:
-        kty = jwk["kty"]
-        if kty == "RSA":
-            key: Key = RSAKey.import_key(jwk)
-            if key.raw_value.key_size < MIN_RSA_BITS:
-                raise ValueError(f"RSA key shorter than {MIN_RSA_BITS} bits")
-        elif kty == "EC":
-            key = ECKey.import_key(jwk)
-        elif kty == "OKP":
-            key = OKPKey.import_key(jwk)
-        else:
-            key = OctKey.import_key(jwk)
-            if len(key.raw_value) < MIN_SECRET_BYTES:
-                raise ValueError(f"shared secret shorter than {MIN_SECRET_BYTES} bytes")
-    except ValueError:
-        raise
-    except Exception as exc:  # joserfc raises several types for malformed members
-        raise ValueError(f"malformed key ({type(exc).__name__})") from exc
-    return key
 
 
 def parse_signature_jwks(data: bytes, allowed: tuple[str, ...], *,

@@ -41,6 +41,7 @@ from enforcer.auth.keys import SignatureKeyring  # noqa: E402
 from enforcer.auth.replay import MemoryReplayCache  # noqa: E402
 from enforcer.clock import SystemClock  # noqa: E402
 from enforcer.context import Principal, RequestInfo  # noqa: E402
+from enforcer.devissuer import public_jwk  # noqa: E402
 from enforcer.policy.model import SignatureKeys, Signatures  # noqa: E402
 from enforcer.signing import SigningKey, sign_headers  # noqa: E402
 
@@ -62,11 +63,6 @@ def _keys() -> dict[str, dict]:
                             "alg": "RS256"},
         "hmac-sha256": OctKey.generate_key(256, parameters={"kid": "k"}).as_dict(private=True),
     }
-
-
-def _public(jwk: dict) -> dict:
-    private = {"d", "p", "q", "dp", "dq", "qi"}
-    return {k: v for k, v in jwk.items() if k not in private}
 
 
 def _per_call_us(fn, iterations: int) -> float:  # type: ignore[no-untyped-def]
@@ -117,7 +113,7 @@ def measure(alg: str, jwk: dict, workdir: Path, iterations: int) -> tuple[float,
                           tuple((k.lower().encode(), v.encode()) for k, v in all_headers))
     shared = alg == "hmac-sha256"
     path = workdir / f"{alg}.json"
-    path.write_text(json.dumps({"keys": [jwk if shared else _public(jwk)]}))
+    path.write_text(json.dumps({"keys": [jwk if shared else public_jwk(jwk)]}))
     keys = SignatureKeys(shared_secrets_file=str(path)) if shared else SignatureKeys(jwks_file=str(path))
     config = Signatures(components=COMPONENTS, max_age_seconds=3600, keys=keys)
     clock = SystemClock()
