@@ -264,6 +264,8 @@ class SignatureVerifier:
     async def _check_digest(self, request: RequestInfo, body: bytes) -> None:
         field = _field(request, b"content-digest")
         assert field is not None  # the covered field was in the signature base
+        if len(field) > MAX_FIELD_BYTES:
+            raise InvalidRequest(f"Content-Digest is limited to {MAX_FIELD_BYTES} bytes")
         try:
             check_content_digest(field, body)
         except DigestError as exc:
