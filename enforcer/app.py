@@ -31,6 +31,7 @@ from enforcer.clock import Clock, SystemClock
 from enforcer.context import Outcome, RequestInfo
 from enforcer.errors import BodyTooLarge, EnforcerError, Reason
 from enforcer.metadata import WELL_KNOWN, MetadataIndex, challenge, metadata_document
+from enforcer.observability.audit import AuditLog, audit_record
 from enforcer.observability.metrics import Metrics
 from enforcer.pipeline import Authorized, Pipeline
 from enforcer.policy.loader import Policy
@@ -57,12 +58,16 @@ class EnforcerApp:
         metrics: Metrics | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
         replay: ReplayCache | None = None,
+        audit: AuditLog | None = None,
         verify_tokens: bool = True,
     ) -> None:
         self.policy = policy
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
-        self.metrics.preinitialise([r.id for r in policy.resources])
+        self.metrics.preinitialise([r.id for r in policy.resources], list(policy.issuers),
+                                   audit.sink_names() if audit is not None else [])
+        self.metrics.set_policy(policy.version_hash)
+        self.audit = audit
         self.http = httpx.AsyncClient(transport=http_transport, follow_redirects=False, timeout=5.0)
         self.keys = {
             issuer_id: KeyCache(issuer, make_source(issuer, self.http), self.clock)
@@ -71,6 +76,8 @@ class EnforcerApp:
         self.replay = replay or make_replay_cache(None, self.clock)
         self.signatures = {r.id: self._signature_verifier(r) for r in policy.resources if r.signatures is not None}
         self.pipeline = Pipeline(policy, TokenVerifier(self.keys, self.clock), self.signatures)
+        for issuer_id, cache in self.keys.items():
+            cache.on_fetch = lambda ok, issuer_id=issuer_id: self.metrics.jwks_fetch(issuer_id, ok)
         self.forwarder = Forwarder()
         self._metadata = MetadataIndex(policy.resources)
         self._tasks: list[asyncio.Task[None]] = []
@@ -92,6 +99,8 @@ class EnforcerApp:
 
     async def startup(self) -> None:
         await self.forwarder.start()
+        if self.audit is not None:
+            await self.audit.start()
         caches = self._key_caches()
         await asyncio.gather(*(keys.refresh("startup") for keys in caches))
         self._tasks = [asyncio.ensure_future(keys.run()) for keys in caches]
@@ -105,11 +114,15 @@ class EnforcerApp:
         await self.forwarder.close()
         await self.http.aclose()
         await self.replay.close()
+        if self.audit is not None:
+            await self.audit.close()  # drains the queue before the process exits
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         issuers = {issuer_id: keys.status() for issuer_id, keys in self.keys.items()}
         for issuer_id, keys in self.keys.items():
             self.metrics.jwks_keys.labels(issuer_id).set(len(keys.keys))
+            if issuers[issuer_id]["age_seconds"] is not None:
+                self.metrics.jwks_age.labels(issuer_id).set(issuers[issuer_id]["age_seconds"])
         signature_keys = {cache.issuer.id: cache.status()
                           for verifier in self.signatures.values() for cache in verifier.keyring.caches}
         ready = all(status["ready"] for status in (*issuers.values(), *signature_keys.values()))
@@ -161,7 +174,12 @@ class EnforcerApp:
             if self._verify_tokens:
                 authorized = await self.pipeline.authorize(request, route, outcome, _body_reader(request, receive))
             outcome.reason = Reason.ALLOWED
-            outcome.status = await self._forward(request, route, authorized, outcome, receive, send)
+            forward_started = time.perf_counter()
+            try:
+                outcome.status = await self._forward(request, route, authorized, outcome, receive, send)
+                outcome.forwarded = True
+            finally:
+                outcome.stages["upstream"] = time.perf_counter() - forward_started
         except EnforcerError as error:
             outcome.reason = error.reason
             outcome.status = error.status
@@ -175,8 +193,23 @@ class EnforcerApp:
                 await send_error(send, EnforcerError("internal error"), None, request.request_id)
         finally:
             self.metrics.inflight.dec()
+            seconds = time.perf_counter() - started
             allowed = outcome.reason is Reason.ALLOWED or (outcome.decision is not None and outcome.decision.allowed)
-            self.metrics.observe(outcome.resource_id, allowed, outcome.reason, time.perf_counter() - started)
+            self._record(request, outcome, allowed, seconds)
+            if self.audit is not None:
+                await self.audit.submit(audit_record(request, outcome, allowed=allowed, seconds=seconds,
+                                                     policy_hash=self.policy.version_hash, now=self.clock.time()))
+
+    def _record(self, request: RequestInfo, outcome: Outcome, allowed: bool, seconds: float) -> None:
+        """The metrics of one finished request, from its outcome."""
+        metrics = self.metrics
+        metrics.observe(outcome.resource_id, allowed, outcome.reason, seconds)
+        for stage, stage_seconds in outcome.stages.items():
+            metrics.stage(stage, stage_seconds)
+        if outcome.forwarded:
+            metrics.upstream_response(outcome.resource_id, outcome.status)
+        elif outcome.reason is Reason.REPLAY_CACHE_UNAVAILABLE:
+            metrics.replay_cache_error()
 
     async def _serve_metadata(self, request: RequestInfo, send: Send, outcome: Outcome) -> bool:
         path = request.raw_path.decode("latin-1") + (

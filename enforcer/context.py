@@ -102,5 +102,8 @@ class Outcome:
     principal: Principal | None = None
     decision: Decision | None = None
     signature: Any = None  # the accepted ``httpsig.VerifiedSignature``, when the resource asks for one
+    mcp: tuple[dict[str, Any], ...] = ()  # method / tool / resource of each inspected JSON-RPC message
     status: int = 0  # ours, or the upstream's when the request was forwarded
+    forwarded: bool = False  # the upstream answered (``status`` is its status)
     reason: Reason = Reason.INTERNAL_ERROR
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (token, signature, ...)

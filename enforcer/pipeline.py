@@ -10,6 +10,7 @@ is read at most once (``_Body``) and forwarded as read.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -79,18 +80,28 @@ class Pipeline:
         The body is read only after the token verified (an anonymous client cannot make the
         enforcer buffer anything), through ``read_body(limit)``, which raises ``BodyTooLarge``."""
         resource = route.resource
+        stages, clock = outcome.stages, time.perf_counter
+        started = clock()
         token = bearer_token(request)
         principal = (self.verifier.verify_cached(token, resource.issuers, resource.resource)
                      or await self.verifier.verify(token, resource.issuers, resource.resource))
         outcome.principal = principal
+        stages["token"] = (now := clock()) - started
         body = _Body(read_body, resource.limits.max_body_bytes)
         signatures = self.signatures.get(resource.id)
         if signatures is not None:
+            started = now
             outcome.signature = await signatures.verify(request, principal, request.has_body, body.read)
+            stages["signature"] = (now := clock()) - started
         if needs_inspection(request):
-            check_headers(request, parse_messages(await body.read(), resource.limits.max_body_bytes))
+            started = now
+            messages = parse_messages(await body.read(), resource.limits.max_body_bytes)
+            outcome.mcp = tuple(message.summary() for message in messages)
+            check_headers(request, messages)
+            stages["inspection"] = (now := clock()) - started
         decision = self.rules[resource.id].decide(principal, Operation(request.method, outcome.path),
                                                   explain=self.explain)
+        stages["policy"] = clock() - now
         outcome.decision = decision
         raise_for_decision(decision)
         return Authorized(principal, decision, body.value)

@@ -169,6 +169,7 @@ class KeyCache:
         self.source = source
         self.clock = clock
         self.parse = parse or (lambda data: parse_jwks(data, issuer.algorithms))  # type: ignore[attr-defined]
+        self.on_fetch: Callable[[bool], None] = lambda ok: None  # metrics hook: one call per fetch
         self.keys: dict[str, Any] = {}
         self.generation = 0  # bumps whenever the key set changes; cached tokens check it
         self.last_success: float | None = None
@@ -222,7 +223,9 @@ class KeyCache:
                                                         self.issuer.jwks_min_cache_seconds)
             log.warning("jwks refresh failed", extra={"issuer": self.issuer.id, "why": why, "error": self.last_error,
                                                       "serving_stale": bool(self.keys)})
+            self.on_fetch(False)
             return False
+        self.on_fetch(True)
         for note in skipped:
             log.warning("jwks key skipped", extra={"issuer": self.issuer.id, "detail": note})
         changed = _fingerprint(keys) != _fingerprint(self.keys)  # kid, alg or key material

@@ -33,6 +33,14 @@ class JsonRpcMessage:
     method: str | None
     name: str | None  # params.name / params.uri for the methods in _NAMED_BY
 
+    def summary(self) -> dict[str, Any]:
+        """What the audit record says about this message: its kind, method and target."""
+        summary: dict[str, Any] = {"kind": self.kind, "method": self.method}
+        if self.name is not None:
+            field = {"tools/call": "tool", "prompts/get": "prompt"}.get(self.method or "", "resource")
+            summary[field] = self.name
+        return summary
+
 
 def needs_inspection(request: RequestInfo) -> bool:
     return request.header(b"mcp-method") is not None or request.header(b"mcp-name") is not None

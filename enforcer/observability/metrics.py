@@ -1,7 +1,9 @@
 """Every Prometheus metric the enforcer exports, defined in this one module.
 
-Labels are low-cardinality by construction: resource ids from the policy and reason
-codes from ``errors.Reason``; never a subject, client id, path or address.
+Labels are low-cardinality by construction: resource ids, issuer ids and sink names from
+the configuration, stages and results from fixed lists, reason codes from
+``errors.Reason``; never a subject, client id, path or address. Known label values are
+created up front, so a dashboard sees zeros instead of missing series.
 """
 
 from __future__ import annotations
@@ -12,32 +14,68 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from enforcer.errors import Reason
 
+STAGES = ("token", "signature", "inspection", "policy", "upstream")
+CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+JWKS_RESULTS = ("success", "failure")
+RELOAD_RESULTS = ("success", "failure")
+AUDIT_RESULTS = ("written", "failed", "dropped")
+_STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.requests = Counter(
-            "enforcer_requests_total", "Requests by resource, decision and reason.",
-            ["resource", "decision", "reason"], registry=self.registry,
-        )
-        self.duration = Histogram(
-            "enforcer_request_duration_seconds", "Time from request start to the end of the response.",
-            ["resource"], registry=self.registry,
-        )
-        self.inflight = Gauge("enforcer_inflight_requests", "Requests in progress.", registry=self.registry)
-        self.jwks_keys = Gauge("enforcer_jwks_keys", "Usable keys per issuer.", ["issuer"], registry=self.registry)
+        r = self.registry
+        self.requests = Counter("enforcer_requests_total", "Requests by resource, decision and reason.",
+                                ["resource", "decision", "reason"], registry=r)
+        self.duration = Histogram("enforcer_request_duration_seconds",
+                                  "Time from request start to the end of the response.", ["resource"], registry=r)
+        self.stages = Histogram("enforcer_stage_duration_seconds", "Time spent in each stage of a request.",
+                                ["stage"], buckets=_STAGE_BUCKETS, registry=r)
+        self.upstream_responses = Counter("enforcer_upstream_responses_total",
+                                          "Upstream responses by resource and status class.",
+                                          ["resource", "code_class"], registry=r)
+        self.inflight = Gauge("enforcer_inflight_requests", "Requests in progress.", registry=r,
+                              multiprocess_mode="livesum")
+        self.jwks_fetches = Counter("enforcer_jwks_fetch_total", "Key-set fetches by issuer and result.",
+                                    ["issuer", "result"], registry=r)
+        self.jwks_keys = Gauge("enforcer_jwks_keys", "Usable keys per issuer.", ["issuer"], registry=r,
+                               multiprocess_mode="max")
+        self.jwks_age = Gauge("enforcer_jwks_age_seconds", "Seconds since the issuer's keys were last fetched.",
+                              ["issuer"], registry=r, multiprocess_mode="max")
+        self.policy_reloads = Counter("enforcer_policy_reload_total", "Policy reloads by result.", ["result"],
+                                      registry=r)
+        self.policy_info = Gauge("enforcer_policy_info", "The policy in force (value 1), by version hash.",
+                                 ["version_hash"], registry=r, multiprocess_mode="max")
+        self.audit_records = Counter("enforcer_audit_records_total", "Audit records by sink and result.",
+                                     ["sink", "result"], registry=r)
+        self.replay_cache_errors = Counter("enforcer_replay_cache_errors_total",
+                                           "Nonce-cache operations that failed (requests refused, fail closed).",
+                                           registry=r)
         # label children bound once per label set: a labels() lookup per request costs more
         self._request_children: dict[tuple[str, bool, Reason], tuple[Any, Any]] = {}
+        self._stage_children = {stage: self.stages.labels(stage) for stage in STAGES}
 
-    def preinitialise(self, resource_ids: list[str]) -> None:
+    def preinitialise(self, resource_ids: list[str], issuer_ids: list[str] = (), sinks: list[str] = ()) -> None:  # type: ignore[assignment]
         for resource in resource_ids:
             self.duration.labels(resource)
+            for code_class in CODE_CLASSES:
+                self.upstream_responses.labels(resource, code_class)
             for reason in (Reason.ALLOWED, Reason.UPSTREAM_UNAVAILABLE, Reason.UPSTREAM_TIMEOUT,
                            Reason.CLIENT_DISCONNECTED):
                 self.requests.labels(resource, "allow", reason)
             for reason in Reason:
                 if reason is not Reason.ALLOWED:
                     self.requests.labels(resource, "deny", reason)
+        for issuer in issuer_ids:
+            self.jwks_keys.labels(issuer)
+            for result in JWKS_RESULTS:
+                self.jwks_fetches.labels(issuer, result)
+        for result in RELOAD_RESULTS:
+            self.policy_reloads.labels(result)
+        for sink in sinks:
+            for result in AUDIT_RESULTS:
+                self.audit_records.labels(sink, result)
 
     def observe(self, resource: str, allowed: bool, reason: Reason, seconds: float) -> None:
         """One finished request. ``allowed`` is the policy's answer: an allowed request whose
@@ -50,3 +88,26 @@ class Metrics:
             self._request_children[(resource, allowed, reason)] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def stage(self, stage: str, seconds: float) -> None:
+        self._stage_children[stage].observe(seconds)
+
+    def upstream_response(self, resource: str, status: int) -> None:
+        self.upstream_responses.labels(resource, f"{status // 100}xx" if 100 <= status < 600 else "5xx").inc()
+
+    def jwks_fetch(self, issuer: str, ok: bool) -> None:
+        self.jwks_fetches.labels(issuer, "success" if ok else "failure").inc()
+
+    def policy_reload(self, ok: bool) -> None:
+        self.policy_reloads.labels("success" if ok else "failure").inc()
+
+    def set_policy(self, version_hash: str) -> None:
+        """Exactly one ``enforcer_policy_info`` series is 1: the policy in force."""
+        self.policy_info.clear()
+        self.policy_info.labels(version_hash).set(1)
+
+    def audit_record(self, sink: str, result: str) -> None:
+        self.audit_records.labels(sink, result).inc()
+
+    def replay_cache_error(self) -> None:
+        self.replay_cache_errors.inc()
