@@ -33,6 +33,7 @@ from enforcer.errors import BodyTooLarge, EnforcerError, Reason
 from enforcer.metadata import WELL_KNOWN, MetadataIndex, challenge, metadata_document
 from enforcer.observability.audit import AuditLog, audit_record
 from enforcer.observability.metrics import Metrics
+from enforcer.observability.tracing import Tracing
 from enforcer.pipeline import Authorized, Pipeline
 from enforcer.policy.loader import Policy
 from enforcer.policy.model import Resource
@@ -59,6 +60,7 @@ class EnforcerApp:
         http_transport: httpx.AsyncBaseTransport | None = None,
         replay: ReplayCache | None = None,
         audit: AuditLog | None = None,
+        tracing: Tracing | None = None,
         verify_tokens: bool = True,
     ) -> None:
         self.policy = policy
@@ -68,6 +70,7 @@ class EnforcerApp:
                                    audit.sink_names() if audit is not None else [])
         self.metrics.set_policy(policy.version_hash)
         self.audit = audit
+        self.tracing = tracing
         self.http = httpx.AsyncClient(transport=http_transport, follow_redirects=False, timeout=5.0)
         self.keys = {
             issuer_id: KeyCache(issuer, make_source(issuer, self.http), self.clock)
@@ -196,6 +199,11 @@ class EnforcerApp:
             seconds = time.perf_counter() - started
             allowed = outcome.reason is Reason.ALLOWED or (outcome.decision is not None and outcome.decision.allowed)
             self._record(request, outcome, allowed, seconds)
+            if self.tracing is not None:
+                try:
+                    self.tracing.record(request, outcome, allowed=allowed, seconds=seconds)
+                except Exception:  # tracing must never break a request
+                    log.exception("tracing failed", extra={"request_id": request.request_id})
             if self.audit is not None:
                 await self.audit.submit(audit_record(request, outcome, allowed=allowed, seconds=seconds,
                                                      policy_hash=self.policy.version_hash, now=self.clock.time()))
