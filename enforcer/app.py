@@ -28,12 +28,13 @@ from enforcer.auth.keysources import make_source
 from enforcer.auth.replay import ReplayCache, make_replay_cache
 from enforcer.auth.tokens import TokenVerifier
 from enforcer.clock import Clock, SystemClock
+from enforcer.config import Settings
 from enforcer.context import Outcome, RequestInfo
 from enforcer.errors import BodyTooLarge, EnforcerError, Reason
 from enforcer.metadata import WELL_KNOWN, MetadataIndex, challenge, metadata_document
-from enforcer.observability.audit import AuditLog, audit_record
+from enforcer.observability.audit import AuditLog, audit_record, build_audit_log
 from enforcer.observability.metrics import Metrics
-from enforcer.observability.tracing import Tracing
+from enforcer.observability.tracing import Tracing, make_tracing
 from enforcer.pipeline import Authorized, Pipeline
 from enforcer.policy.loader import Policy
 from enforcer.policy.model import Resource
@@ -69,6 +70,8 @@ class EnforcerApp:
         self.metrics.preinitialise([r.id for r in policy.resources], list(policy.issuers),
                                    audit.sink_names() if audit is not None else [])
         self.metrics.set_policy(policy.version_hash)
+        if audit is not None and audit.metrics is None:
+            audit.metrics = self.metrics  # its written / failed / dropped counts land where /metrics reads
         self.audit = audit
         self.tracing = tracing
         self.http = httpx.AsyncClient(transport=http_transport, follow_redirects=False, timeout=5.0)
@@ -86,6 +89,14 @@ class EnforcerApp:
         self._tasks: list[asyncio.Task[None]] = []
         # Only the benchmark harness sets this (it is not reachable from a policy or the CLI).
         self._verify_tokens = verify_tokens
+
+    @classmethod
+    def from_settings(cls, settings: Settings, policy: Policy) -> EnforcerApp:
+        """The proxy application as ``enforcer serve`` runs it (one process or each worker):
+        the replay store, audit sinks and tracing that the settings and environment ask for."""
+        clock = SystemClock()
+        return cls(policy, clock=clock, replay=make_replay_cache(settings.replay_store, clock),
+                   audit=build_audit_log(settings.audit), tracing=make_tracing())
 
     def _signature_verifier(self, resource: Resource) -> SignatureVerifier:
         config = resource.signatures

@@ -1,7 +1,8 @@
 """``enforcer`` command line (DESIGN.md section 5).
 
-    enforcer serve --policy PATH [--policy PATH ...] [--host H] [--port P] [--admin-port P]
+    enforcer serve --policy PATH [--policy PATH ...] [--host H] [--port P] [--admin-port P] [--workers N]
     enforcer policy validate PATH...
+    enforcer audit verify FILE... [--public-key FILE] | enforcer audit show FILE... [filters]
     enforcer token [--sub S] [--client-id C] [--scope "a b"] [--aud URI]   (development only)
     enforcer demo                                                          (development only)
 """
@@ -23,6 +24,7 @@ import uvicorn
 from enforcer import devissuer
 from enforcer.auth.replay import replay_store_problem
 from enforcer.config import Settings
+from enforcer.observability.audit_cli import add_audit_commands, add_serve_audit_options, audit_problem, audit_settings
 from enforcer.observability.logging import configure as configure_logging
 from enforcer.policy.loader import PolicyLoadError, load_policy
 from enforcer.signing import DEFAULT_COMPONENTS
@@ -55,12 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--replay-store", default=os.environ.get("ENFORCER_REPLAY_STORE", "memory"), metavar="URL",
                        help="where signature nonces are remembered: 'memory' (one process) or a redis:// URL "
                             "shared by every replica (env ENFORCER_REPLAY_STORE)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="proxy processes sharing the port; the admin listener merges their metrics (default 1)")
+    add_serve_audit_options(serve)
     serve.set_defaults(run=_serve)
 
     policy = commands.add_parser("policy", help="work with policy files").add_subparsers(metavar="ACTION")
     validate = policy.add_parser("validate", help="check policy files; exit 1 listing every problem")
     validate.add_argument("paths", nargs="+", metavar="PATH")
     validate.set_defaults(run=_validate)
+    add_audit_commands(commands)
 
     token = commands.add_parser("token", help="mint a token from the local dev issuer (development only)")
     token.add_argument("--sub", default="alice")
@@ -123,13 +129,20 @@ def _validate(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     settings = Settings(tuple(args.policy), args.host, args.port, args.admin_host, args.admin_port, args.log_level,
-                        args.replay_store)
+                        args.replay_store, audit=audit_settings(args))
     if problem := replay_store_problem(settings.replay_store):
         print(f"--replay-store: {problem}", file=sys.stderr)
+        return 2
+    if problem := audit_problem(settings.audit):
+        print(f"audit: {problem}", file=sys.stderr)
         return 2
     policy = _load_or_report(settings.policy_paths)
     if policy is None:
         return 1
+    if args.workers != 1:
+        from enforcer import workers
+
+        return workers.serve(settings, policy, args.workers)
     asyncio.run(_run_servers(settings, policy))
     return 0
 
@@ -233,16 +246,13 @@ async def _run_servers(settings: Settings, policy, extra: Sequence[uvicorn.Confi
         signal.signal(stop_signal, lambda *_: None)
     from enforcer.admin import create_admin_app
     from enforcer.app import EnforcerApp
-    from enforcer.auth.replay import make_replay_cache
-    from enforcer.clock import SystemClock
+    from enforcer.worker import SERVER_SETTINGS
 
-    clock = SystemClock()
-    app = EnforcerApp(policy, clock=clock, replay=make_replay_cache(settings.replay_store, clock))
-    common = {"log_level": "warning", "access_log": False, "server_header": False, "date_header": False,
-              "proxy_headers": False}
-    proxy = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", **common))
+    app = EnforcerApp.from_settings(settings, policy)
+    proxy = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on",
+                                          **SERVER_SETTINGS))
     admin = uvicorn.Config(create_admin_app(app), host=settings.admin_host, port=settings.admin_port,
-                           lifespan="off", **common)
+                           lifespan="off", **SERVER_SETTINGS)
     helpers = [_QuietServer(config) for config in (*extra, admin)]
     log.info("enforcer starting", extra={
         "proxy": f"{settings.host}:{settings.port}", "admin": f"{settings.admin_host}:{settings.admin_port}",

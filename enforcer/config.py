@@ -1,8 +1,10 @@
-"""Process settings: where to listen and which policy files to load."""
+"""Process settings: where to listen, which policy files to load, where audit records go."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from enforcer.observability.audit import AuditSettings
 
 
 @dataclass(frozen=True)
@@ -14,3 +16,4 @@ class Settings:
     admin_port: int = 9090
     log_level: str = "info"
     replay_store: str = "memory"  # or a redis:// URL shared by every replica
+    audit: AuditSettings = field(default_factory=AuditSettings)  # stdout only, unless told otherwise

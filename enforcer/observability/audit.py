@@ -6,7 +6,8 @@ pipeline fills) into the documented field set, ``AUDIT_FIELDS``. Secrets never e
 the token appears only as ``token_hash`` (a short SHA-256), a signature only as its key
 id, thumbprint and coverage, and the query string (which may carry credentials) not at all.
 
-``AuditLog`` writes records asynchronously through a bounded queue to its sinks; with the
+``AuditLog`` writes records asynchronously through a bounded queue to its sinks
+(``auditsinks``), optionally linking them into a hash chain (``auditchain``). With the
 ``block`` overflow policy (the default) a full queue makes the request wait, so nothing is
 lost; with ``drop`` the record is dropped and counted. ``close`` drains the queue.
 """
@@ -14,15 +15,14 @@ lost; with ``drop`` the record is dropped and counted. ``close`` drains the queu
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from enforcer.context import Outcome, RequestInfo
+from enforcer.observability.auditchain import CheckpointSigner, HashChain, encode_line, resume_chain, rotated_paths
+from enforcer.observability.auditsinks import FileSink, SinkBuffer, StdoutSink, WebhookFailed, WebhookSink
 
 log = logging.getLogger("enforcer.audit")
 
@@ -72,6 +72,7 @@ def audit_record(request: RequestInfo, outcome: Outcome, *, allowed: bool, secon
 
 class AuditSink(Protocol):
     name: str
+    batch_size: int  # the most lines one ``write`` is given
 
     async def write(self, lines: list[bytes]) -> None:
         """Write a batch of JSON lines (each ends in a newline); raise on failure."""
@@ -80,43 +81,90 @@ class AuditSink(Protocol):
     async def close(self) -> None: ...
 
 
-class StdoutSink:
-    name = "stdout"
-
-    async def write(self, lines: list[bytes]) -> None:
-        sys.stdout.buffer.write(b"".join(lines))
-        sys.stdout.buffer.flush()
-
-    async def close(self) -> None:
-        return None
+OVERFLOW_POLICIES = ("block", "drop")
 
 
 @dataclass(frozen=True)
 class AuditSettings:
+    """Where audit records go and how (``enforcer serve --audit-*``)."""
+
     stdout: bool = True
     file: str | None = None
-    queue_size: int = 10_000
+    file_max_bytes: int = 100 * 1024 * 1024  # 0: never rotate
+    file_backups: int = 10
+    fsync: str = "batch"  # always | batch | never
+    webhook_url: str | None = None
+    webhook_batch: int = 100
+    webhook_timeout: float = 5.0
+    webhook_max_backoff: float = 30.0
+    webhook_attempts: int = 5  # with overflow "drop": attempts before a batch counts as failed
+    queue_size: int = 10_000  # records waiting to be written; also what each sink may hold back
     overflow: str = "block"  # or "drop"
+    chain: bool = False
+    checkpoint_key: str | None = None  # Ed25519 private key (JWK or PEM) that signs checkpoints
+    checkpoint_every: int = 1000
+
+
+def build_audit_log(settings: AuditSettings, metrics: Any = None) -> AuditLog | None:
+    """The audit log these settings describe, or None when no sink is enabled.
+
+    With a file, the chain continues from the file's last record (and its checkpoint
+    count), so one file holds one chain across restarts; without one, every start begins
+    a fresh chain (``prev`` of 64 zeros) in the stdout and webhook streams."""
+    sinks: list[AuditSink] = []
+    if settings.stdout:
+        sinks.append(StdoutSink())
+    chain = None
+    if settings.chain:
+        signer = CheckpointSigner.from_file(settings.checkpoint_key) if settings.checkpoint_key else None
+        start = None
+        if settings.file:
+            start = resume_chain(rotated_paths(settings.file, settings.file_backups), count=signer is not None)
+        chain = HashChain(start, signer, settings.checkpoint_every)
+    if settings.file:
+        sinks.append(FileSink(settings.file, max_bytes=settings.file_max_bytes, backups=settings.file_backups,
+                              fsync=settings.fsync))
+    if settings.webhook_url:
+        sinks.append(WebhookSink(settings.webhook_url, batch_size=settings.webhook_batch,
+                                 timeout=settings.webhook_timeout, max_backoff=settings.webhook_max_backoff,
+                                 attempts=settings.webhook_attempts if settings.overflow == "drop" else None))
+    if not sinks:
+        return None
+    return AuditLog(sinks, queue_size=settings.queue_size, overflow=settings.overflow, metrics=metrics, chain=chain)
+
+
+_BATCH = 500  # records taken from the queue at once
 
 
 class AuditLog:
-    """A bounded queue in front of the sinks, drained by one background task."""
+    """A bounded queue in front of the sinks.
+
+    One dispatcher task takes records in batches, links them into the hash chain (when
+    there is one: a single task, so the chain has a single order), encodes them once and
+    hands the lines to every sink's buffer (``SinkBuffer``). Under ``block`` a full buffer
+    makes the dispatcher wait, the queue fills, and ``submit`` waits; under ``drop`` a record that finds the
+    queue full, or lines that find a buffer full, are dropped and counted (per sink).
+    """
 
     def __init__(self, sinks: list[AuditSink], *, queue_size: int = 10_000, overflow: str = "block",
-                 metrics: Any = None) -> None:
-        if overflow not in ("block", "drop"):
+                 metrics: Any = None, chain: HashChain | None = None) -> None:
+        if overflow not in OVERFLOW_POLICIES:
             raise ValueError("overflow is 'block' or 'drop'")
         self.sinks = sinks
         self.overflow = overflow
         self.metrics = metrics
+        self.chain = chain
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=queue_size)
-        self._task: asyncio.Task[None] | None = None
+        self._buffers = [SinkBuffer(sink, queue_size) for sink in sinks]
+        self._dispatcher: asyncio.Task[None] | None = None
 
     def sink_names(self) -> list[str]:
         return [sink.name for sink in self.sinks]
 
     async def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        for buffer in self._buffers:
+            buffer.task = asyncio.ensure_future(self._drain(buffer))
+        self._dispatcher = asyncio.ensure_future(self._dispatch())
 
     async def submit(self, record: dict[str, Any]) -> None:
         if self.overflow == "drop":
@@ -128,41 +176,74 @@ class AuditLog:
             return
         await self._queue.put(record)
 
-    async def _run(self) -> None:
-        while True:
-            record = await self._queue.get()
-            if record is None:
-                return
-            batch = [record]
-            while not self._queue.empty() and len(batch) < 500:
-                item = self._queue.get_nowait()
-                if item is None:
-                    await self._write(batch)
-                    return
-                batch.append(item)
-            await self._write(batch)
-
-    async def _write(self, batch: list[dict[str, Any]]) -> None:
-        lines = [json.dumps(r, separators=(",", ":"), ensure_ascii=False).encode() + b"\n" for r in batch]
+    async def close(self) -> None:
+        """Write everything queued (and a final checkpoint), then close the sinks."""
+        if self._dispatcher is not None:
+            await self._queue.put(None)
+            await self._dispatcher
+            await asyncio.gather(*(buffer.task for buffer in self._buffers if buffer.task is not None))
+            self._dispatcher = None
         for sink in self.sinks:
+            await sink.close()
+
+    async def _dispatch(self) -> None:
+        closing = False
+        while not closing:
+            batch, closing = await self._next_batch()
+            if not batch:
+                continue
             try:
-                await sink.write(lines)
-            except Exception as exc:  # a failing sink is counted and logged, the others still write
-                log.error("audit sink failed", extra={"sink": sink.name, "error": type(exc).__name__})
-                self._count(sink.name, "failed", len(lines))
-            else:
-                self._count(sink.name, "written", len(lines))
+                lines = self._encode(batch)
+            except Exception as exc:  # a record that cannot be encoded must not stop the writer
+                log.error("audit records could not be encoded", extra={"error": type(exc).__name__})
+                for sink in self.sinks:
+                    self._count(sink.name, "failed", len(batch))
+                continue
+            await self._fan_out(lines)
+        final = self.chain.final_checkpoint() if self.chain is not None else None
+        if final is not None:
+            await self._fan_out([encode_line(final)])
+        for buffer in self._buffers:
+            buffer.close()
+
+    async def _next_batch(self) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``_BATCH`` records (waiting for the first), and whether the log is closing."""
+        batch: list[dict[str, Any]] = []
+        item = await self._queue.get()
+        while item is not None:
+            batch.append(item)
+            if len(batch) >= _BATCH or self._queue.empty():
+                return batch, False
+            item = self._queue.get_nowait()
+        return batch, True
+
+    def _encode(self, batch: list[dict[str, Any]]) -> list[bytes]:
+        if self.chain is None:
+            return [encode_line(record) for record in batch]
+        return [encode_line(document) for record in batch for document in self.chain.link(record)]
+
+    async def _fan_out(self, lines: list[bytes]) -> None:
+        for buffer in self._buffers:
+            if not await buffer.put(lines, wait=self.overflow == "block"):
+                self._count(buffer.sink.name, "dropped", len(lines))
+
+    async def _drain(self, buffer: SinkBuffer) -> None:
+        while (lines := await buffer.take(buffer.sink.batch_size)) is not None:
+            await self._write(buffer.sink, lines)
+            buffer.done(len(lines))
+
+    async def _write(self, sink: AuditSink, lines: list[bytes]) -> None:
+        try:
+            await sink.write(lines)
+        except Exception as exc:  # a failing sink is counted and logged, the others still write
+            detail = str(exc)[:200] if isinstance(exc, OSError | WebhookFailed) else ""  # never a URL or a body
+            log.error("audit sink failed", extra={"sink": sink.name, "records": len(lines),
+                                                  "error": type(exc).__name__, "detail": detail})
+            self._count(sink.name, "failed", len(lines))
+        else:
+            self._count(sink.name, "written", len(lines))
 
     def _count(self, sink: str, result: str, n: int = 1) -> None:
         if self.metrics is not None:
             for _ in range(n):
                 self.metrics.audit_record(sink, result)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            await self._queue.put(None)
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for sink in self.sinks:
-            await sink.close()

@@ -4,13 +4,21 @@ Labels are low-cardinality by construction: resource ids, issuer ids and sink na
 the configuration, stages and results from fixed lists, reason codes from
 ``errors.Reason``; never a subject, client id, path or address. Known label values are
 created up front, so a dashboard sees zeros instead of missing series.
+
+The same objects serve one process or several (``enforcer serve --workers N``): when
+``PROMETHEUS_MULTIPROC_DIR`` is set before prometheus_client is first imported, every
+value is written to that process's files in the directory and ``exposition`` merges them.
+Gauges then say how: in-flight requests add up over living workers, a key count is the
+lowest any living worker holds, a key age the oldest, and a policy counts as in force
+while any living worker serves it. The ``live`` modes drop a worker's gauges once it is
+marked dead, so an exited worker never holds a value up.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
 from enforcer.errors import Reason
 
@@ -40,13 +48,13 @@ class Metrics:
         self.jwks_fetches = Counter("enforcer_jwks_fetch_total", "Key-set fetches by issuer and result.",
                                     ["issuer", "result"], registry=r)
         self.jwks_keys = Gauge("enforcer_jwks_keys", "Usable keys per issuer.", ["issuer"], registry=r,
-                               multiprocess_mode="max")
+                               multiprocess_mode="livemin")
         self.jwks_age = Gauge("enforcer_jwks_age_seconds", "Seconds since the issuer's keys were last fetched.",
-                              ["issuer"], registry=r, multiprocess_mode="max")
+                              ["issuer"], registry=r, multiprocess_mode="livemax")
         self.policy_reloads = Counter("enforcer_policy_reload_total", "Policy reloads by result.", ["result"],
                                       registry=r)
         self.policy_info = Gauge("enforcer_policy_info", "The policy in force (value 1), by version hash.",
-                                 ["version_hash"], registry=r, multiprocess_mode="max")
+                                 ["version_hash"], registry=r, multiprocess_mode="livemax")
         self.audit_records = Counter("enforcer_audit_records_total", "Audit records by sink and result.",
                                      ["sink", "result"], registry=r)
         self.replay_cache_errors = Counter("enforcer_replay_cache_errors_total",
@@ -55,6 +63,7 @@ class Metrics:
         # label children bound once per label set: a labels() lookup per request costs more
         self._request_children: dict[tuple[str, bool, Reason], tuple[Any, Any]] = {}
         self._stage_children = {stage: self.stages.labels(stage) for stage in STAGES}
+        self._policy_hash: str | None = None
 
     def preinitialise(self, resource_ids: list[str], issuer_ids: list[str] = (), sinks: list[str] = ()) -> None:  # type: ignore[assignment]
         for resource in resource_ids:
@@ -102,8 +111,16 @@ class Metrics:
         self.policy_reloads.labels("success" if ok else "failure").inc()
 
     def set_policy(self, version_hash: str) -> None:
-        """Exactly one ``enforcer_policy_info`` series is 1: the policy in force."""
-        self.policy_info.clear()
+        """This process reports exactly one policy at 1: the one in force.
+
+        The previous version is set to 0 before it is dropped, because in multiprocess mode
+        prometheus_client cannot remove a series from the process's file: dropping it alone
+        would leave it there at 1. In one process it is removed, so only one series remains."""
+        previous, self._policy_hash = self._policy_hash, version_hash
+        if previous is not None and previous != version_hash:
+            self.policy_info.labels(previous).set(0)
+            if not values.ValueClass._multiprocess:
+                self.policy_info.remove(previous)
         self.policy_info.labels(version_hash).set(1)
 
     def audit_record(self, sink: str, result: str) -> None:

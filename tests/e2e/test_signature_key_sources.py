@@ -58,12 +58,20 @@ class Live:
                                  public_origin=PUBLIC_ORIGIN)
         return httpx.post(f"{self.enforcer.url}/mcp/tools", json={"q": 1}, auth=auth)
 
-    def count(self, decision: str, reason: str) -> float:
+    def count(self, decision: str, reason: str, *, expect: float | None = None) -> float:
+        """The counter's value; with ``expect``, waits (up to 2 s) for the server's ``finally``,
+        which records a request just after its response was sent."""
         sample = f'enforcer_requests_total{{decision="{decision}",reason="{reason}",resource="demo"}}'
-        for line in generate_latest(self.app.metrics.registry).decode().splitlines():
-            if line.startswith(sample):
-                return float(line.rsplit(" ", 1)[1])
-        raise AssertionError(f"{sample} is not exported")
+        deadline = time.monotonic() + 2
+        while True:
+            lines = [line for line in generate_latest(self.app.metrics.registry).decode().splitlines()
+                     if line.startswith(sample)]
+            if not lines:
+                raise AssertionError(f"{sample} is not exported")
+            value = float(lines[0].rsplit(" ", 1)[1])
+            if expect is None or value == expect or time.monotonic() > deadline:
+                return value
+            time.sleep(0.02)
 
 
 def _live(tmp_path: Path, agent_keys: JWKSEndpoint) -> Iterator[Live]:
@@ -105,7 +113,7 @@ def test_MS_04_keys_from_jwks_uri_verify_and_a_new_agent_key_is_picked_up(tmp_pa
         assert live.post(newcomer).status_code == 200  # found by one more refetch, no restart
         assert endpoint.fetches == fetches + 2
         assert len(live.upstream.requests) == 2
-        assert live.count("deny", "invalid_signature") == 6
+        assert live.count("deny", "invalid_signature", expect=6) == 6
 
 
 def test_key_server_down_at_startup_is_unready_and_fails_closed(tmp_path: Path, first_agent: ECKey) -> None:
@@ -132,5 +140,5 @@ def test_DG_06_digest_mismatch_is_counted_under_its_own_reason(tmp_path: Path, f
         tampered = httpx.post(f"{live.enforcer.url}/mcp/tools", content=json.dumps({"q": 2}).encode(),
                               headers={k: v for k, v in request.headers.items() if k != "content-length"})
         assert tampered.status_code == 400 and tampered.json()["error"] == "invalid_digest"
-        assert live.count("deny", "invalid_digest") == 1
+        assert live.count("deny", "invalid_digest", expect=1) == 1
         assert len(live.upstream.requests) == 1

@@ -1,0 +1,257 @@
+"""``enforcer serve --workers N``: N proxy processes behind one listening socket.
+
+One Python process runs one event loop, so a busy enforcer needs several processes. The
+parent binds the proxy port once and hands the socket to N workers started with
+``spawn`` (a fresh interpreter each: nothing half-initialised is inherited). Each worker
+runs what the single-process server runs, ``EnforcerApp`` under uvicorn, on that socket;
+the kernel gives each new connection to whichever worker accepts it first. The parent
+serves only the admin listener:
+
+``/metrics``
+    Workers write their values to ``PROMETHEUS_MULTIPROC_DIR``: the operator's directory
+    (its ``*.db`` files from earlier runs removed at start) or else a private temporary one,
+    removed at exit. Each scrape merges every worker's files (``observability.exposition``).
+    A worker that exits is marked dead: its live gauges go, its counters stay in the sums.
+``/readyz``
+    Once its lifespan startup has completed, each worker rewrites a small status file in a
+    private run directory every second (``worker.HEARTBEAT_SECONDS``): its own readiness
+    document (keys per issuer). Ready means every worker is alive and its latest status, at most
+    ``STALE_SECONDS`` old, says ready. Files keep the parent out of the workers' event
+    loops: a worker that hangs simply stops writing and goes stale.
+``/healthz``
+    503 once any worker has exited. Nothing here restarts a worker: capacity would be
+    lost silently, so the process reports itself unhealthy and the orchestrator restarts it.
+
+SIGTERM or SIGINT to the parent stops the admin listener, sends SIGTERM to every worker,
+which stops accepting and finishes its in-flight requests (uvicorn's graceful shutdown),
+waits up to ``DRAIN_SECONDS``, and exits 0. Workers leave the parent's process group, so
+a terminal's Ctrl-C reaches the parent only and the stop happens in that order; a worker
+whose parent vanishes stops by itself. When every worker has exited, the parent exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from enforcer.config import Settings
+from enforcer.observability.exposition import MULTIPROC_ENV, clear_directory, forget_process, merged_exposition
+from enforcer.policy.loader import Policy
+from enforcer.worker import SERVER_SETTINGS, StopFlag, worker_main
+
+log = logging.getLogger("enforcer.workers")
+
+STALE_SECONDS = 10.0
+DRAIN_SECONDS = 30.0
+
+
+def refusal(settings: Settings, policy: Policy, count: int) -> str | None:
+    """Why ``count`` workers cannot serve ``policy`` safely, or None."""
+    if count < 1:
+        return "at least one worker is needed"
+    nonce_resources = [r.id for r in policy.resources if r.signatures is not None and r.signatures.require_nonce]
+    if count > 1 and settings.replay_store == "memory" and nonce_resources:
+        return (f"resources {', '.join(nonce_resources)} require signature nonces, and with --replay-store memory "
+                "each worker would remember only its own, so a request could be replayed to another worker; "
+                "use a redis:// replay store")
+    if count > 1 and (settings.audit.file or settings.audit.chain):
+        return ("every worker would append to, rotate and chain the same audit file on its own; "
+                "send audit records to stdout or --audit-webhook instead")
+    return None
+
+
+def serve(settings: Settings, policy: Policy, count: int) -> int:
+    """Run ``count`` workers and the admin listener until a stop signal; the process's exit code."""
+    if problem := refusal(settings, policy, count):
+        print(f"--workers: {problem}", file=sys.stderr)
+        return 2
+    stop = StopFlag()
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, stop)
+    listener = _bind(settings.host, settings.port)
+    with _metrics_directory() as metrics_dir, tempfile.TemporaryDirectory(prefix="enforcer-run-") as run_dir:
+        pool = WorkerPool(settings, policy, Path(run_dir), metrics_dir)
+        try:
+            try:
+                pool.start(count, listener)
+            finally:
+                listener.close()  # each worker holds its own copy; none left here once they are gone
+            log.info("enforcer starting", extra={
+                "proxy": f"{settings.host}:{settings.port}", "admin": f"{settings.admin_host}:{settings.admin_port}",
+                "workers": count, "policy": policy.version_hash, "files": list(policy.files)})
+            return asyncio.run(_supervise(settings, pool, stop))
+        finally:
+            pool.stop()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The proxy socket, bound once for every worker (``create_server`` sets SO_REUSEADDR on POSIX)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+@contextlib.contextmanager
+def _metrics_directory() -> Iterator[Path]:
+    """Where the workers write their metric values. Set in the environment before any worker
+    starts, because prometheus_client reads it once, when a worker first imports it."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        clear_directory(given)
+        yield Path(given)
+        return
+    private = tempfile.mkdtemp(prefix="enforcer-metrics-")
+    os.environ[MULTIPROC_ENV] = private
+    try:
+        yield Path(private)
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(private, ignore_errors=True)
+
+
+async def _supervise(settings: Settings, pool: WorkerPool, stop: StopFlag) -> int:
+    admin = uvicorn.Server(uvicorn.Config(pool.admin_app(), host=settings.admin_host, port=settings.admin_port,
+                                          lifespan="off", **SERVER_SETTINGS))
+    watcher = asyncio.ensure_future(_watch(pool, admin, stop))
+    try:
+        await admin.serve()  # uvicorn's own handlers take SIGINT/SIGTERM while it serves
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    return 1 if pool.failed else 0
+
+
+async def _watch(pool: WorkerPool, admin: uvicorn.Server, stop: StopFlag) -> None:
+    """Mark exited workers dead as soon as they go; stop when told or when no worker is left."""
+    while not admin.should_exit:
+        pool.reap()
+        if stop.requested:
+            admin.should_exit = True
+        elif pool.all_exited():
+            log.error("every worker has exited; stopping")
+            pool.failed = admin.should_exit = True
+        await asyncio.sleep(0.2)
+
+
+@dataclass
+class Worker:
+    index: int
+    process: BaseProcess
+    status_path: Path
+    marked_dead: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid or 0
+
+
+class WorkerPool:
+    """The parent's view of its workers: start, readiness, liveness, metrics, stop."""
+
+    def __init__(self, settings: Settings, policy: Policy, run_dir: Path, metrics_dir: Path) -> None:
+        self.settings, self.policy = settings, policy
+        self.run_dir, self.metrics_dir = run_dir, metrics_dir
+        self.workers: list[Worker] = []
+        self.failed = False
+        self.stopping = False
+
+    def start(self, count: int, listener: socket.socket) -> None:
+        context = multiprocessing.get_context("spawn")
+        for index in range(count):
+            status_path = self.run_dir / f"worker-{index}.json"
+            process = context.Process(target=worker_main, name=f"enforcer-worker-{index}", daemon=True,
+                                      args=(self.settings, self.policy, listener, str(status_path)))
+            process.start()
+            self.workers.append(Worker(index, process, status_path))
+
+    def all_exited(self) -> bool:
+        return all(not worker.process.is_alive() for worker in self.workers)
+
+    def reap(self) -> None:
+        """Mark every newly exited worker dead for the metrics, once."""
+        for worker in self.workers:
+            if worker.marked_dead or worker.process.is_alive():
+                continue
+            worker.marked_dead = True
+            forget_process(worker.pid, self.metrics_dir)
+            level = logging.INFO if self.stopping else logging.ERROR
+            log.log(level, "worker exited", extra={"worker": worker.index, "pid": worker.pid,
+                                                   "exitcode": worker.process.exitcode})
+
+    def stop(self) -> None:
+        """SIGTERM to every worker, time to drain, then SIGKILL for any still running."""
+        self.stopping = True
+        for worker in self.workers:
+            if worker.process.is_alive():
+                worker.process.terminate()
+        deadline = time.monotonic() + DRAIN_SECONDS
+        for worker in self.workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+        for worker in self.workers:
+            if worker.process.is_alive():
+                log.error("worker did not stop in time; killed", extra={"worker": worker.index, "pid": worker.pid})
+                worker.process.kill()
+                worker.process.join(5)
+        self.reap()
+
+    # -- the admin listener's answers ---------------------------------------------------
+
+    def admin_app(self):  # type: ignore[no-untyped-def]
+        from enforcer.admin import admin_app
+
+        return admin_app(readiness=self.readiness, scrape=self.scrape, liveness=self.liveness)
+
+    def scrape(self) -> bytes:
+        self.reap()
+        return merged_exposition(self.metrics_dir)
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        exited = [worker.index for worker in self.workers if not worker.process.is_alive()]
+        if exited:
+            return False, {"status": "worker exited", "exited_workers": exited}
+        return True, {"status": "ok", "workers": len(self.workers)}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        now = time.time()
+        states = [_worker_state(worker, now) for worker in self.workers]
+        ready = all(state["ready"] for state in states)
+        return ready, {"ready": ready, "policy": self.policy.version_hash, "workers": states}
+
+
+def _worker_state(worker: Worker, now: float) -> dict[str, Any]:
+    state: dict[str, Any] = {"index": worker.index, "pid": worker.pid, "alive": worker.process.is_alive()}
+    if not state["alive"]:
+        return {**state, "ready": False, "exitcode": worker.process.exitcode}
+    report = _read_status(worker.status_path)
+    if report is None:
+        return {**state, "ready": False, "status": "starting"}
+    age = now - float(report.pop("time", 0))
+    state.update(report, report_age_seconds=round(age, 1))
+    if age > STALE_SECONDS:
+        state.update(ready=False, status="stale")
+    return state
+
+
+def _read_status(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
