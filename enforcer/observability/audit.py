@@ -220,7 +220,7 @@ class AuditLog:
     def _encode(self, batch: list[dict[str, Any]]) -> list[bytes]:
         if self.chain is None:
             return [encode_line(record) for record in batch]
-        return [encode_line(document) for record in batch for document in self.chain.link(record)]
+        return [line for record in batch for line in self.chain.link(record)]
 
     async def _fan_out(self, lines: list[bytes]) -> None:
         for buffer in self._buffers:

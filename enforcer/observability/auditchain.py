@@ -44,8 +44,14 @@ def canonical(document: dict[str, Any]) -> bytes:
 
 
 def record_hash(record: dict[str, Any]) -> str:
-    """The chain hash of a record: SHA-256 over its canonical JSON without ``hash``."""
-    return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+    """The chain hash of a record: SHA-256 over its line as written (``encode_line``: compact
+    JSON, fields in their order) without ``hash`` and without the final newline. Hashing the
+    written bytes, not a re-sorted copy, costs one JSON encoding per record, not two."""
+    return _line_hash(encode_line({k: v for k, v in record.items() if k != "hash"}))
+
+
+def _line_hash(line: bytes) -> str:
+    return hashlib.sha256(line[:-1]).hexdigest()
 
 
 def encode_line(document: dict[str, Any]) -> bytes:
@@ -176,15 +182,18 @@ class HashChain:
         self.every = every
         self._unsigned = 0  # records since the last checkpoint
 
-    def link(self, record: dict[str, Any]) -> list[dict[str, Any]]:
-        """``record`` with ``prev`` and ``hash`` set, followed by a checkpoint when one is due."""
+    def link(self, record: dict[str, Any]) -> list[bytes]:
+        """The lines of ``record`` with ``prev`` and ``hash`` (``hash`` last), followed by a
+        checkpoint when one is due."""
         record["prev"] = self.head
-        record["hash"] = self.head = record_hash(record)
+        unhashed = encode_line(record)
+        record["hash"] = self.head = _line_hash(unhashed)
+        line = unhashed[:-2] + b',"hash":"' + self.head.encode("ascii") + b'"}\n'
         self.seq += 1
         self._unsigned += 1
         if self.signer is not None and self._unsigned >= self.every:
-            return [record, self.checkpoint()]
-        return [record]
+            return [line, encode_line(self.checkpoint())]
+        return [line]
 
     def checkpoint(self) -> dict[str, Any]:
         assert self.signer is not None

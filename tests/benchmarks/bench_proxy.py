@@ -11,7 +11,9 @@ Four servers on free 127.0.0.1 ports, each in its own process group under this p
 * passthrough  ``EnforcerApp(policy, verify_tokens=False)``: the same app and forwarding, auth bypassed;
 * enforcer     ``EnforcerApp(policy)``: ES256 token verified, the policy's rule evaluated, metrics recorded;
 * signed       the enforcer with a ``signatures:`` block: every request also carries an RFC 9421
-               ECDSA P-256 signature over six components, verified in full on every request.
+               ECDSA P-256 signature over six components, verified in full on every request;
+* audited      the enforcer writing the audit trail to a file (hash chain on, fsync per batch):
+               what auditing every request costs.
 
 ``wrk`` (one thread) drives each one with the same ``Authorization: Bearer`` header (plus the
 signature headers for ``signed``), interleaving the configurations over several rounds; the report is
@@ -44,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # measure the enforcer of this checkout, wherever it is run from
     sys.path.insert(0, str(ROOT))
 
-CONFIGS = ("nginx", "passthrough", "enforcer", "signed")
+CONFIGS = ("nginx", "passthrough", "enforcer", "signed", "audited")
 SIGNED_COMPONENTS = ("@method", "@target-uri", "@authority", "@path", "@query", "authorization")
 CONNECTIONS = (1, 32, 64)
 TARGET_PATH = "/mcp/tools"
@@ -60,6 +62,7 @@ PASSTHROUGH_VS_NGINX_MIN = 0.10  # passthrough req/s >= this x nginx req/s at 32
 ENFORCER_VS_PASSTHROUGH_MIN = 0.85  # enforcer req/s >= this x passthrough req/s at 32 connections
 TAIL_RATIO_MAX = 1.5  # at 64 connections: enforcer p99/p50 <= this x passthrough p99/p50
 SIGNED_VS_PASSTHROUGH_MIN = 0.5  # signed req/s >= this x passthrough req/s at 32 connections
+AUDITED_VS_ENFORCER_MIN = 0.85  # audited req/s >= this x enforcer req/s at 32 connections
 
 
 # -- the child processes ---------------------------------------------------------------------------------
@@ -90,15 +93,17 @@ def serve_upstream(port: int) -> None:
                                   **UVICORN_COMMON)).run()
 
 
-def serve_enforcer(policy_path: str, port: int, verify_tokens: bool) -> None:
+def serve_enforcer(policy_path: str, port: int, verify_tokens: bool, audit_file: str | None = None) -> None:
     import uvicorn
 
     from enforcer.app import EnforcerApp
+    from enforcer.observability.audit import AuditSettings, build_audit_log
     from enforcer.observability.logging import configure
     from enforcer.policy.loader import load_policy
 
     configure("warning")
-    app = EnforcerApp(load_policy([policy_path]), verify_tokens=verify_tokens)
+    audit = build_audit_log(AuditSettings(stdout=False, file=audit_file, chain=True)) if audit_file else None
+    app = EnforcerApp(load_policy([policy_path]), verify_tokens=verify_tokens, audit=audit)
     uvicorn.Server(uvicorn.Config(app, port=port, lifespan="on", **UVICORN_COMMON)).run()
 
 
@@ -107,7 +112,8 @@ def _child_main(argv: list[str]) -> int:
     if kind == "upstream":
         serve_upstream(int(argv[1]))
     elif kind == "enforcer":
-        serve_enforcer(argv[1], int(argv[2]), verify_tokens=argv[3] == "verify")
+        serve_enforcer(argv[1], int(argv[2]), verify_tokens=argv[3] == "verify",
+                       audit_file=argv[4] if len(argv) > 4 else None)
     else:
         raise SystemExit(f"unknown child {kind!r}")
     return 0
@@ -419,18 +425,17 @@ def _ms(value: float) -> str:
 
 def report(results: dict[tuple[str, int], list[Run]]) -> bool:
     s = {key: summarise(runs) for key, runs in results.items()}
-    header = ["connections", "nginx req/s", "passthrough req/s", "enforcer req/s", "signed req/s",
-              "passthrough/nginx", "enforcer/passthrough", "signed/passthrough", "nginx p50/p99 ms",
-              "passthrough p50/p99 ms", "enforcer p50/p99 ms", "signed p50/p99 ms",
-              "nginx p99/p50", "passthrough p99/p50", "enforcer p99/p50", "signed p99/p50"]
+    header = ["connections", *(f"{c} req/s" for c in CONFIGS), "passthrough/nginx", "enforcer/passthrough",
+              "signed/passthrough", "audited/enforcer", *(f"{c} p50/p99 ms" for c in CONFIGS),
+              *(f"{c} p99/p50" for c in CONFIGS)]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---:" for _ in header) + "|")
     for conns in CONNECTIONS:
-        n, p, e, g = (s[(c, conns)] for c in CONFIGS)
-        cells = [str(conns), *(f"{x.rps:,.0f}" for x in (n, p, e, g)), f"{p.rps / n.rps:.3f}",
-                 f"{e.rps / p.rps:.3f}", f"{g.rps / p.rps:.3f}",
-                 *(f"{_ms(x.p50_ms)} / {_ms(x.p99_ms)}" for x in (n, p, e, g)),
-                 *(f"{x.tail:.2f}" for x in (n, p, e, g))]
+        row = [s[(c, conns)] for c in CONFIGS]
+        n, p, e, g, a = row
+        cells = [str(conns), *(f"{x.rps:,.0f}" for x in row), f"{p.rps / n.rps:.3f}",
+                 f"{e.rps / p.rps:.3f}", f"{g.rps / p.rps:.3f}", f"{a.rps / e.rps:.3f}",
+                 *(f"{_ms(x.p50_ms)} / {_ms(x.p99_ms)}" for x in row), *(f"{x.tail:.2f}" for x in row)]
         print("| " + " | ".join(cells) + " |")
     print()
     print("Medians over rounds; p99/p50 is the median of each run's ratio.")
@@ -440,9 +445,11 @@ def report(results: dict[tuple[str, int], list[Run]]) -> bool:
         p_cpu = statistics.median(r.cpu_us for r in results[("passthrough", conns)])
         e_cpu = statistics.median(r.cpu_us for r in results[("enforcer", conns)])
         g_cpu = statistics.median(r.cpu_us for r in results[("signed", conns)])
+        a_cpu = statistics.median(r.cpu_us for r in results[("audited", conns)])
         print(f"- c={conns}: passthrough {p_cpu:.0f} us, enforcer {e_cpu:.0f} us "
               f"(token, policy and identity headers: {e_cpu - p_cpu:+.0f} us, {e_cpu / p_cpu:.2f}x), "
-              f"signed {g_cpu:.0f} us (the request signature: {g_cpu - e_cpu:+.0f} us)")
+              f"signed {g_cpu:.0f} us (the request signature: {g_cpu - e_cpu:+.0f} us), "
+              f"audited {a_cpu:.0f} us (the audit record: {a_cpu - e_cpu:+.0f} us)")
     problems = [f"{config} c={conns}: {sum(r.non_2xx for r in runs)} non-2xx, "
                 f"{sum(r.socket_errors for r in runs)} socket errors"
                 for (config, conns), runs in results.items()
@@ -455,6 +462,7 @@ def report(results: dict[tuple[str, int], list[Run]]) -> bool:
     enforcer_32 = s[("enforcer", 32)].rps / s[("passthrough", 32)].rps
     tail_64 = s[("enforcer", 64)].tail / s[("passthrough", 64)].tail
     signed_32 = s[("signed", 32)].rps / s[("passthrough", 32)].rps
+    audited_32 = s[("audited", 32)].rps / s[("enforcer", 32)].rps
     checks = [
         (ratio_32 >= PASSTHROUGH_VS_NGINX_MIN,
          f"passthrough >= {PASSTHROUGH_VS_NGINX_MIN:.2f}x nginx req/s at 32 connections: {ratio_32:.3f}x"),
@@ -465,6 +473,8 @@ def report(results: dict[tuple[str, int], list[Run]]) -> bool:
          f"({s[('enforcer', 64)].tail:.2f} vs {s[('passthrough', 64)].tail:.2f})"),
         (signed_32 >= SIGNED_VS_PASSTHROUGH_MIN,
          f"signed >= {SIGNED_VS_PASSTHROUGH_MIN:.2f}x passthrough req/s at 32 connections: {signed_32:.3f}x"),
+        (audited_32 >= AUDITED_VS_ENFORCER_MIN,
+         f"audited >= {AUDITED_VS_ENFORCER_MIN:.2f}x enforcer req/s at 32 connections: {audited_32:.3f}x"),
     ]
     for ok, text in checks:
         print(f"{'PASS' if ok else 'FAIL'}: {text}")
@@ -498,7 +508,7 @@ def benchmark(args: argparse.Namespace) -> bool:
         try:
             ports = {name: free_port() for name in ("upstream", *CONFIGS)}
             expected = rounds * len(CONNECTIONS) * len(CONFIGS) * (duration + 2) + 10 * warmup + 120
-            audiences = [f"http://127.0.0.1:{ports[name]}/mcp" for name in ("enforcer", "signed")]
+            audiences = [f"http://127.0.0.1:{ports[name]}/mcp" for name in ("enforcer", "signed", "audited")]
             token = make_token(workdir, audiences, int(expected * 2) + 3600)
             auth = {"Authorization": f"Bearer {token}"}
             headers = {name: auth for name in CONFIGS}
@@ -510,9 +520,11 @@ def benchmark(args: argparse.Namespace) -> bool:
             conf = write_nginx_conf(workdir, ports["nginx"], ports["upstream"])
             children.start("nginx", ["nginx", "-p", str(workdir), "-e", str(workdir / "nginx-error.log"),
                                      "-c", str(conf)])
-            for name, verify in (("passthrough", "bypass"), ("enforcer", "verify"), ("signed", "verify")):
+            for name, verify in (("passthrough", "bypass"), ("enforcer", "verify"), ("signed", "verify"),
+                                 ("audited", "verify")):
                 policy = write_policy(workdir, name, ports[name], ports["upstream"])
-                children.start(name, [*me, "enforcer", str(policy), str(ports[name]), verify])
+                audit = [str(workdir / "audit.jsonl")] if name == "audited" else []
+                children.start(name, [*me, "enforcer", str(policy), str(ports[name]), verify, *audit])
             for name in CONFIGS:
                 wait_ready(children, name, ports[name], headers[name])
             without = http_status(ports["enforcer"], {})
@@ -549,6 +561,9 @@ def benchmark(args: argparse.Namespace) -> bool:
                               flush=True)
             children.check_alive()
             print()
+            audited = sum(run.requests for conns in CONNECTIONS for run in results[("audited", conns)])
+            written = sum(path.read_bytes().count(b"\n") for path in workdir.glob("audit.jsonl*"))
+            print(f"- audit file: {written:,} records for {audited:,} measured requests (plus warm-up and checks)")
             print(f"- load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             print()
             return report(results)

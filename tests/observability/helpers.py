@@ -19,7 +19,7 @@ from joserfc.jwk import OKPKey
 from enforcer.context import Decision, Outcome, Principal, RequestInfo
 from enforcer.errors import Reason
 from enforcer.observability.audit import AuditLog, audit_record
-from enforcer.observability.auditchain import HashChain, encode_line
+from enforcer.observability.auditchain import HashChain
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def record(n: int, *, sub: str = "alice", client_id: str = "agent-42", allowed: 
 
 def chained_lines(count: int, chain: HashChain | None = None, start: int = 0) -> list[bytes]:
     chain = chain or HashChain()
-    return [encode_line(document) for n in range(start, start + count) for document in chain.link(record(n))]
+    return [line for n in range(start, start + count) for line in chain.link(record(n))]
 
 
 def write_log(path: Path, count: int, chain: HashChain | None = None) -> list[bytes]:

@@ -58,13 +58,15 @@ def test_n_records_verify(tmp_path: Path) -> None:
     assert completed.stdout.startswith("ok: 50 records; 0 checkpoint(s)")
 
 
-def test_the_hash_is_sha256_of_canonical_json_without_hash() -> None:
-    chained = HashChain().link(record(1))[0]
+def test_the_hash_is_sha256_of_the_written_line_without_hash() -> None:
+    line = HashChain().link(record(1))[0]
+    chained = json.loads(line)
     assert chained["prev"] == GENESIS
+    assert list(chained)[-1] == "hash"  # the last field, appended to the line as written
     without_hash = {k: v for k, v in chained.items() if k != "hash"}
-    expected = hashlib.sha256(json.dumps(without_hash, sort_keys=True, separators=(",", ":"),
-                                         ensure_ascii=False).encode()).hexdigest()
+    expected = hashlib.sha256(json.dumps(without_hash, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
     assert chained["hash"] == expected == record_hash(chained)
+    assert line == encode_line(chained)
 
 
 @pytest.mark.parametrize(("field", "problem"), [
@@ -209,7 +211,7 @@ def test_rewriting_the_whole_chain_passes_the_hashes_but_not_the_signatures(tmp_
         document.pop("prev"), document.pop("hash")
         if document["request_id"] == "req-00002":
             document["decision"] = "allow-everything"
-        forged += [encode_line(d) for d in forged_chain.link(document)]
+        forged += forged_chain.link(document)
     path.write_bytes(b"".join(forged))
     assert verify_files([str(path)]).broken is None  # the chain alone is consistent again
     broken = verify_files([str(path)], key).broken

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from enforcer.observability.auditchain import CheckpointSigner, HashChain, encode_line
+from enforcer.observability.auditchain import CheckpointSigner, HashChain
 from tests.observability.helpers import cli, ed25519_files, record
 
 # request n happens at 2027-01-15T08:00:00Z + n seconds (see helpers.record)
@@ -19,13 +19,12 @@ PEOPLE = [("alice", "agent-42", True), ("bob", "agent-42", False), ("alice", "ag
 def trail(tmp_path: Path) -> Path:
     """Six records in two rotated files, a checkpoint, a path with terminal escapes, a junk line."""
     chain = HashChain(signer=CheckpointSigner.from_file(str(ed25519_files(tmp_path).private)), every=3)
-    documents = []
+    lines = []
     for n, (sub, client_id, allowed) in enumerate(PEOPLE):
         document = record(n, sub=sub, client_id=client_id, allowed=allowed)
         if n == 4:
             document["path"] = "/mcp/\x1b[2J\x1b[31mred\u202eevil"
-        documents += chain.link(document)
-    lines = [encode_line(d) for d in documents]
+        lines += chain.link(document)
     (tmp_path / "audit.log.1").write_bytes(b"".join(lines[:4]))  # three records and the first checkpoint
     (tmp_path / "audit.log").write_bytes(b"".join(lines[4:]) + b"not json at all\n")
     return tmp_path / "audit.log"
