@@ -63,6 +63,7 @@ class Metrics:
         # label children bound once per label set: a labels() lookup per request costs more
         self._request_children: dict[tuple[str, bool, Reason], tuple[Any, Any]] = {}
         self._stage_children = {stage: self.stages.labels(stage) for stage in STAGES}
+        self._upstream_children: dict[tuple[str, int], Any] = {}
         self._policy_hash: str | None = None
 
     def preinitialise(self, resource_ids: list[str], issuer_ids: list[str] = (), sinks: list[str] = ()) -> None:  # type: ignore[assignment]
@@ -102,7 +103,12 @@ class Metrics:
         self._stage_children[stage].observe(seconds)
 
     def upstream_response(self, resource: str, status: int) -> None:
-        self.upstream_responses.labels(resource, f"{status // 100}xx" if 100 <= status < 600 else "5xx").inc()
+        code_class = status // 100 if 100 <= status < 600 else 5
+        child = self._upstream_children.get((resource, code_class))
+        if child is None:
+            child = self._upstream_children[(resource, code_class)] = \
+                self.upstream_responses.labels(resource, f"{code_class}xx")
+        child.inc()
 
     def jwks_fetch(self, issuer: str, ok: bool) -> None:
         self.jwks_fetches.labels(issuer, "success" if ok else "failure").inc()
