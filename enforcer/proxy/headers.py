@@ -9,6 +9,10 @@ variable as ``X-Enforcer-Sub``; nginx drops them by default for the same reason)
 token unless the resource says ``forward_token: true``. Then the verified identity is
 added. Values taken from claims are percent-encoded outside printable ASCII so no claim
 can inject a header.
+
+A request signature travels with the token: ``Signature`` and ``Signature-Input`` are
+dropped with ``Authorization`` (the enforcer verified them; without the token the upstream
+could not check a signature that covers it, and a signature is a credential like any other).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ _OVERRIDES = frozenset({
     b"x-http-method-override", b"x-http-method", b"x-method-override", b"x-original-url", b"x-rewrite-url",
     b"x-original-method",
 })
+#: the caller's credentials: they reach the upstream only with ``forward_token: true``
+_CREDENTIALS = frozenset({b"authorization", b"signature", b"signature-input"})
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%") + " "
 
 
@@ -49,7 +55,7 @@ def upstream_request_headers(
     headers = list(headers)
     dropped = HOP_BY_HOP | _REPLACED | _OVERRIDES | connection_named(headers)
     if not forward_token:
-        dropped |= {b"authorization"}
+        dropped |= _CREDENTIALS
     out: list[tuple[str, str]] = []
     for name, value in headers:
         if name in dropped or name.startswith(b"x-enforcer-") or b"_" in name:

@@ -163,21 +163,28 @@ def test_non_ascii_claim_values_are_percent_encoded(stack: Stack, claim_override
         assert unquote(expected) == original  # reversible: '%' itself is encoded
 
 
+SIGNATURE_HEADERS = {"signature-input": 'sig1=("@method");created=1', "signature": "sig1=:AAAA:"}
+
+
 def test_authorization_is_not_forwarded_by_default(stack: Stack) -> None:
-    response = stack.client.get("/mcp/tools", headers=bearer(stack))
+    # nor a request signature (on a resource that does not check one, it is just another credential)
+    response = stack.client.get("/mcp/tools", headers={**bearer(stack), **SIGNATURE_HEADERS})
     assert response.status_code == 200, response.text
     seen = stack.upstream.requests[-1]
     assert seen.header("authorization") is None
+    assert seen.header("signature") is None and seen.header("signature-input") is None
     assert not any(value.startswith("Bearer ") or "eyJ" in value for _, value in seen.headers)
 
 
 def test_authorization_is_forwarded_with_forward_token(token_stack: Stack) -> None:
     token_stack.upstream.requests.clear()
     token = sign(token_stack.key, claims())
-    response = token_stack.client.get("/mcp/tools", headers={"authorization": f"Bearer {token}"})
+    response = token_stack.client.get("/mcp/tools", headers={"authorization": f"Bearer {token}",
+                                                             **SIGNATURE_HEADERS})
     assert response.status_code == 200, response.text
     seen = token_stack.upstream.requests[-1]
     assert values_of(seen.headers, "authorization") == [f"Bearer {token}"]
+    assert seen.header("signature-input") == SIGNATURE_HEADERS["signature-input"]
     assert seen.header("x-enforcer-sub") == "alice"
 
 

@@ -142,3 +142,15 @@ def test_DG_06_digest_mismatch_is_counted_under_its_own_reason(tmp_path: Path, f
         assert tampered.status_code == 400 and tampered.json()["error"] == "invalid_digest"
         assert live.count("deny", "invalid_digest", expect=1) == 1
         assert len(live.upstream.requests) == 1
+
+
+def test_MS_signature_headers_travel_with_the_token(tmp_path: Path, first_agent: ECKey) -> None:
+    # forward_token is false (the default): the upstream gets neither the token nor the
+    # signature over it, but does get the body's Content-Digest.
+    endpoint = JWKSEndpoint(document=_public_set(first_agent))
+    for live in _live(tmp_path, endpoint):
+        assert live.post(first_agent).status_code == 200
+        (forwarded,) = live.upstream.requests
+        assert forwarded.header("authorization") is None
+        assert forwarded.header("signature") is None and forwarded.header("signature-input") is None
+        assert forwarded.header("content-digest") is not None
