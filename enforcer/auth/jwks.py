@@ -42,25 +42,34 @@ class VerifierKey:
 
 
 def parse_jwks(data: bytes, algorithms: tuple[str, ...]) -> tuple[dict[str, VerifierKey], list[str]]:
-    """Usable keys by kid, and a note for each key that was skipped (and why)."""
+    """Usable issuer keys by kid, and a note for each key that was skipped (and why)."""
+    return parse_key_set(data, lambda jwk: _verifier_key(jwk, algorithms))
+
+
+def parse_key_set(data: bytes, make_key: Callable[[Any], Any], *,
+                  require_kid: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """The keys ``make_key`` accepts from a JWKS document, by kid, and a note for each JWK it
+    refused (its ``ValueError``), repeated, or (with ``require_kid``) left without a kid."""
     try:
         document = strictjson.loads(data, max_bytes=MAX_JWKS_BYTES)
     except strictjson.StrictJSONError as exc:
         raise KeySourceError(f"JWKS is not valid JSON: {exc}") from exc
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise KeySourceError("JWKS must be an object with a 'keys' array")
-    keys: dict[str, VerifierKey] = {}
+    keys: dict[str, Any] = {}
     skipped: list[str] = []
     for index, jwk in enumerate(document["keys"][:MAX_KEYS]):
         try:
-            key = _verifier_key(jwk, algorithms)
+            key = make_key(jwk)
         except ValueError as exc:
             skipped.append(f"key {index}: {exc}")
             continue
-        if key.kid in keys:
+        if require_kid and not key.kid:
+            skipped.append(f"key {index}: every key needs a kid of its own")
+        elif key.kid in keys:
             skipped.append(f"key {index}: kid {key.kid[:40]!r} appears twice; the first one is kept")
-            continue
-        keys[key.kid] = key
+        else:
+            keys[key.kid] = key
     return keys, skipped
 
 

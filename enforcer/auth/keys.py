@@ -28,9 +28,8 @@ from http_message_signatures import algorithms
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 from joserfc.jwk import Key
 
-from enforcer.auth import strictjson
-from enforcer.auth.jwks import KeyCache, KeySetSettings, import_jwk
-from enforcer.auth.keysources import MAX_JWKS_BYTES, FileKeySource, KeySourceError, UriKeySource
+from enforcer.auth.jwks import KeyCache, KeySetSettings, import_jwk, parse_key_set
+from enforcer.auth.keysources import FileKeySource, UriKeySource
 from enforcer.clock import Clock
 from enforcer.context import Principal
 from enforcer.policy.model import SignatureKeys
@@ -132,26 +131,9 @@ def bind_algorithm(jwk: dict[str, Any]) -> str:
 
 def parse_signature_jwks(data: bytes, allowed: tuple[str, ...], *,
                          shared_secret: bool = False) -> tuple[dict[str, SignatureKey], list[str]]:
-    """Usable keys by kid, and a note for each key that was skipped (and why)."""
-    try:
-        document = strictjson.loads(data, max_bytes=MAX_JWKS_BYTES)
-    except strictjson.StrictJSONError as exc:
-        raise KeySourceError(f"JWKS is not valid JSON: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise KeySourceError("JWKS must be an object with a 'keys' array")
-    keys: dict[str, SignatureKey] = {}
-    skipped: list[str] = []
-    for index, jwk in enumerate(document["keys"][:MAX_KEYS]):
-        try:
-            key = signature_key(jwk, allowed, shared_secret=shared_secret)
-        except ValueError as exc:
-            skipped.append(f"key {index}: {exc}")
-            continue
-        if not key.kid or key.kid in keys:
-            skipped.append(f"key {index}: every key needs a kid of its own")
-            continue
-        keys[key.kid] = key
-    return keys, skipped
+    """Usable agent keys by kid (every key needs one: ``keyid`` names it), and skip notes."""
+    return parse_key_set(data, lambda jwk: signature_key(jwk, allowed, shared_secret=shared_secret),
+                         require_kid=True)
 
 
 class KeyNotFound(Exception):
