@@ -34,8 +34,6 @@ from enforcer.clock import Clock
 from enforcer.context import Principal
 from enforcer.policy.model import SignatureKeys
 
-MAX_KEYS = 100
-
 #: JOSE names (JWK ``alg``) -> RFC 9421 names (DESIGN.md section 3).
 JOSE_TO_RFC9421 = {
     "EdDSA": "ed25519", "Ed25519": "ed25519", "ES256": "ecdsa-p256-sha256", "ES384": "ecdsa-p384-sha384",
