@@ -103,6 +103,7 @@ class AuditSettings:
     chain: bool = False
     checkpoint_key: str | None = None  # Ed25519 private key (JWK or PEM) that signs checkpoints
     checkpoint_every: int = 1000
+    drain_seconds: float = 30.0  # at shutdown: how long to keep writing what is queued
 
 
 def build_audit_log(settings: AuditSettings, metrics: Any = None) -> AuditLog | None:
@@ -130,7 +131,8 @@ def build_audit_log(settings: AuditSettings, metrics: Any = None) -> AuditLog | 
                                  attempts=settings.webhook_attempts if settings.overflow == "drop" else None))
     if not sinks:
         return None
-    return AuditLog(sinks, queue_size=settings.queue_size, overflow=settings.overflow, metrics=metrics, chain=chain)
+    return AuditLog(sinks, queue_size=settings.queue_size, overflow=settings.overflow, metrics=metrics, chain=chain,
+                    drain_seconds=settings.drain_seconds)
 
 
 _BATCH = 500  # records taken from the queue at once
@@ -147,7 +149,7 @@ class AuditLog:
     """
 
     def __init__(self, sinks: list[AuditSink], *, queue_size: int = 10_000, overflow: str = "block",
-                 metrics: Any = None, chain: HashChain | None = None) -> None:
+                 metrics: Any = None, chain: HashChain | None = None, drain_seconds: float = 30.0) -> None:
         if overflow not in OVERFLOW_POLICIES:
             raise ValueError("overflow is 'block' or 'drop'")
         self.sinks = sinks
@@ -156,6 +158,7 @@ class AuditLog:
         self.chain = chain
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=queue_size)
         self._buffers = [SinkBuffer(sink, queue_size) for sink in sinks]
+        self.drain_seconds = drain_seconds
         self._dispatcher: asyncio.Task[None] | None = None
 
     def sink_names(self) -> list[str]:
@@ -176,15 +179,38 @@ class AuditLog:
             return
         await self._queue.put(record)
 
-    async def close(self) -> None:
-        """Write everything queued (and a final checkpoint), then close the sinks."""
+    async def close(self, drain_seconds: float | None = None) -> None:
+        """Write everything queued (and a final checkpoint), then close the sinks.
+
+        A sink that cannot take the records (a webhook that stays down under ``block``)
+        would hold shutdown for ever; after ``drain_seconds`` whatever is still waiting is
+        counted as ``failed``, logged, and the log closes anyway."""
         if self._dispatcher is not None:
-            await self._queue.put(None)
-            await self._dispatcher
-            await asyncio.gather(*(buffer.task for buffer in self._buffers if buffer.task is not None))
+            tasks = [self._dispatcher, *(buffer.task for buffer in self._buffers if buffer.task is not None)]
+
+            async def drain() -> None:
+                await self._queue.put(None)  # may itself wait for room under block
+                await asyncio.gather(*tasks)
+
+            try:
+                await asyncio.wait_for(drain(), self.drain_seconds if drain_seconds is None else drain_seconds)
+            except TimeoutError:
+                for task in tasks:
+                    task.cancel()
+                self._abandon()
             self._dispatcher = None
         for sink in self.sinks:
             await sink.close()
+
+    def _abandon(self) -> None:
+        """The drain deadline passed: count what was not written, per sink, and say so."""
+        queued = self._queue.qsize()
+        for buffer in self._buffers:
+            lost = buffer.lines + queued
+            if lost:
+                log.error("audit records not written before shutdown", extra={"sink": buffer.sink.name,
+                                                                               "records": lost})
+                self._count(buffer.sink.name, "failed", lost)
 
     async def _dispatch(self) -> None:
         closing = False

@@ -57,6 +57,9 @@ def add_serve_audit_options(serve: argparse.ArgumentParser) -> None:
                        help="Ed25519 private key (JWK or PEM) that signs a checkpoint of the chain head")
     group.add_argument("--audit-checkpoint-every", type=int, default=defaults.checkpoint_every, metavar="N",
                        help="records between checkpoints (default %(default)s; one more at shutdown)")
+    group.add_argument("--audit-drain-seconds", type=float, default=defaults.drain_seconds, metavar="S",
+                       help="at shutdown, how long to keep writing queued records before counting the rest "
+                            "as failed (default %(default)s)")
 
 
 def audit_settings(args: argparse.Namespace) -> AuditSettings:
@@ -65,7 +68,7 @@ def audit_settings(args: argparse.Namespace) -> AuditSettings:
         file_backups=args.audit_backups, fsync=args.audit_fsync, webhook_url=args.audit_webhook,
         webhook_batch=args.audit_webhook_batch, queue_size=args.audit_queue_size, overflow=args.audit_overflow,
         chain=args.audit_chain, checkpoint_key=args.audit_checkpoint_key,
-        checkpoint_every=args.audit_checkpoint_every)
+        checkpoint_every=args.audit_checkpoint_every, drain_seconds=args.audit_drain_seconds)
 
 
 def audit_problem(settings: AuditSettings) -> str | None:

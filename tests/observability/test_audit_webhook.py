@@ -63,6 +63,28 @@ def test_a_refusing_collector_loses_nothing_under_block() -> None:
     assert audit_count(metrics, "webhook", "written") == 30 and audit_count(metrics, "webhook", "failed") == 0
 
 
+def test_shutdown_waits_for_a_dead_collector_only_as_long_as_drain_seconds() -> None:
+    # under block nothing is dropped while running; at shutdown the wait is bounded and what
+    # could not be written is counted as failed (never silently lost)
+    collector = Collector(status=503)
+    metrics = Metrics()
+    with serving(collector) as server:
+        log = AuditLog([quick_sink(f"{server.url}/audit", batch_size=10)], metrics=metrics, drain_seconds=0.5)
+
+        async def main() -> float:
+            await log.start()
+            for n in range(30):
+                await log.submit(record(n))
+            started = time.monotonic()
+            await log.close()
+            return time.monotonic() - started
+
+        elapsed = asyncio.run(main())
+    assert 0.4 <= elapsed < 3
+    assert collector.batches == []
+    assert audit_count(metrics, "webhook", "failed") == 30 and audit_count(metrics, "webhook", "written") == 0
+
+
 def test_a_collector_that_goes_away_and_comes_back_loses_nothing_and_requests_wait() -> None:
     """The collector stops; the queue fills; ``submit`` waits (the request would wait);
     the collector starts again on the same port and gets every record, in order."""
