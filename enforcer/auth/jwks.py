@@ -73,7 +73,8 @@ def parse_key_set(data: bytes, make_key: Callable[[Any], Any], *,
     return keys, skipped
 
 
-def _verifier_key(jwk: Any, algorithms: tuple[str, ...]) -> VerifierKey:
+def signing_jwk_kid(jwk: Any) -> str:
+    """The kid of a JWK meant for signatures (``""`` when it has none), or ``ValueError``."""
     if not isinstance(jwk, dict):
         raise ValueError("not an object")
     kid = jwk.get("kid", "")
@@ -81,6 +82,11 @@ def _verifier_key(jwk: Any, algorithms: tuple[str, ...]) -> VerifierKey:
         raise ValueError("kid must be a string of at most 256 characters")
     if jwk.get("use", "sig") != "sig":
         raise ValueError("use is not 'sig'")
+    return kid
+
+
+def _verifier_key(jwk: Any, algorithms: tuple[str, ...]) -> VerifierKey:
+    kid = signing_jwk_kid(jwk)
     if _PRIVATE_MEMBERS & jwk.keys():
         raise ValueError("contains private or symmetric key material; publish public keys only")
     alg = _bind_algorithm(jwk, algorithms)

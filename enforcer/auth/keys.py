@@ -28,7 +28,7 @@ from http_message_signatures import algorithms
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 from joserfc.jwk import Key
 
-from enforcer.auth.jwks import KeyCache, KeySetSettings, import_jwk, parse_key_set
+from enforcer.auth.jwks import KeyCache, KeySetSettings, import_jwk, parse_key_set, signing_jwk_kid
 from enforcer.auth.keysources import FileKeySource, UriKeySource
 from enforcer.clock import Clock
 from enforcer.context import Principal
@@ -83,13 +83,7 @@ def _ecdsa_in_range(signature: bytes, size: int, order: int) -> bool:
 
 def signature_key(jwk: Any, allowed: tuple[str, ...], *, shared_secret: bool = False) -> SignatureKey:
     """A ``SignatureKey`` from a JWK, or ``ValueError`` saying why it cannot be one."""
-    if not isinstance(jwk, dict):
-        raise ValueError("not an object")
-    kid = jwk.get("kid", "")
-    if not isinstance(kid, str) or len(kid) > 256:
-        raise ValueError("kid must be a string of at most 256 characters")
-    if jwk.get("use", "sig") != "sig":
-        raise ValueError("use is not 'sig'")
+    kid = signing_jwk_kid(jwk)
     kty = jwk.get("kty")
     if shared_secret != (kty == "oct"):
         raise ValueError("shared secrets (kty oct) belong in shared_secrets_file and nowhere else")
