@@ -279,20 +279,21 @@ async def send_error(send: Send, error: EnforcerError, resource: Resource | None
     await send({"type": "http.response.body", "body": body})
 
 
-def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
-    """The W3C trace id of a valid inbound ``traceparent`` (so logs join the caller's trace),
-    else a fresh random id of the same shape."""
+def _trace_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The W3C trace id of a valid inbound ``traceparent``: it becomes the request id too, so
+    logs and audit records join the caller's trace (otherwise the request id is random)."""
     for name, value in headers:
         if name == b"traceparent":
             match = _TRACEPARENT.match(value)
             if match and match.group(1) != b"0" * 32 and match.group(2) != b"0" * 16:
                 return match.group(1).decode("ascii")
             break
-    return os.urandom(16).hex()
+    return None
 
 
 def _request_info(scope: Scope) -> RequestInfo:
     client = scope.get("client")
+    trace_id = _trace_id(scope["headers"])
     return RequestInfo(
         method=scope["method"],
         raw_path=scope.get("raw_path") or scope["path"].encode("utf-8"),
@@ -300,7 +301,8 @@ def _request_info(scope: Scope) -> RequestInfo:
         headers=tuple(scope["headers"]),
         scheme=scope.get("scheme", "http"),
         client=client[0] if client else None,
-        request_id=_request_id(scope["headers"]),
+        request_id=trace_id or os.urandom(16).hex(),
+        trace_id=trace_id,
     )
 
 

@@ -25,7 +25,8 @@ class RequestInfo:
     headers: tuple[tuple[bytes, bytes], ...]  # lower-cased names, in arrival order
     scheme: str = "http"
     client: str | None = None
-    request_id: str = ""
+    request_id: str = ""  # the trace id when there is one, else a fresh random id
+    trace_id: str | None = None  # the trace id of a valid inbound W3C ``traceparent``
 
     @cached_property
     def _by_name(self) -> dict[bytes, list[bytes]]:

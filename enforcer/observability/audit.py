@@ -41,7 +41,7 @@ def audit_record(request: RequestInfo, outcome: Outcome, *, allowed: bool, secon
     return {
         "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "request_id": request.request_id,
-        "trace_id": request.request_id if request.header(b"traceparent") is not None else None,
+        "trace_id": request.trace_id,
         "resource": outcome.resource_id or None,
         "method": request.method,
         "path": outcome.path or None,
