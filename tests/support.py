@@ -173,6 +173,16 @@ class Recorded:
         return None
 
 
+async def read_body(receive: Any) -> bytes:
+    """The whole body of an ASGI request, for the test servers here."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 @dataclass
 class RecordingUpstream:
     """An upstream that records every request and answers with a small JSON echo.
@@ -185,12 +195,7 @@ class RecordingUpstream:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         record = Recorded(scope["method"], scope["path"], scope["query_string"].decode("latin-1"),
                           [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]], body)
         self.requests.append(record)

@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -47,41 +50,57 @@ def _wait_ready(admin: str, process: subprocess.Popen[str]) -> None:
     raise AssertionError("enforcer did not become ready")
 
 
+@dataclass
+class Served:
+    port: int
+    admin_port: int
+    stderr: str = ""  # the process's log, once it has stopped
+
+
+@contextmanager
+def _served_example(tmp_path: Path) -> Iterator[Served]:
+    """``enforcer serve`` on the example policy (see ``_example_policy``) until the block ends;
+    it must then stop cleanly (exit 0) on SIGTERM."""
+    with serving(echo_app, lifespan="off") as upstream:
+        policy = _example_policy(tmp_path, upstream.port)
+        served = Served(free_port(), free_port())
+        process = subprocess.Popen([*ENFORCER, "serve", "--policy", str(policy), "--port", str(served.port),
+                                    "--admin-port", str(served.admin_port)], cwd=ROOT, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _wait_ready(f"http://127.0.0.1:{served.admin_port}", process)
+            yield served
+        finally:
+            process.terminate()
+            _, served.stderr = process.communicate(timeout=15)
+        assert process.returncode == 0, served.stderr
+
+
 def test_serve_example_policy_401_200_403(tmp_path: Path) -> None:
     token = _token(tmp_path)  # creates the dev key and JWKS, as `make run` does
     assert (tmp_path / "dev" / "jwks.json").exists()
     assert oct((tmp_path / "dev" / "issuer-key.json").stat().st_mode & 0o777) == "0o600"
-    with serving(echo_app, lifespan="off") as upstream:
-        policy = _example_policy(tmp_path, upstream.port)
-        port, admin_port = free_port(), free_port()
-        process = subprocess.Popen([*ENFORCER, "serve", "--policy", str(policy), "--port", str(port),
-                                    "--admin-port", str(admin_port)], cwd=ROOT, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            _wait_ready(f"http://127.0.0.1:{admin_port}", process)
-            base = f"http://127.0.0.1:{port}"
-            missing = httpx.get(f"{base}/mcp/hello")
-            assert missing.status_code == 401
-            assert missing.headers["www-authenticate"].startswith(
-                'Bearer resource_metadata="http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp"')
-            ok = httpx.get(f"{base}/mcp/hello", headers={"authorization": f"Bearer {token}"})
-            assert ok.status_code == 200, ok.text
-            assert ok.json()["identity"]["x-enforcer-sub"] == "alice"
-            assert ok.json()["saw_authorization"] is False
-            denied = httpx.get(f"{base}/mcp/admin/users", headers={"authorization": f"Bearer {token}"})
-            assert denied.status_code == 403 and denied.json()["rule"] == "block-admin"
-            other_agent = _token(tmp_path, "--client-id", "agent-7")
-            call = httpx.post(f"{base}/mcp", headers={"authorization": f"Bearer {other_agent}"}, json={})
-            assert call.status_code == 403 and call.json()["reason"] == "no_matching_rule"
-            metadata = httpx.get(f"{base}/.well-known/oauth-protected-resource/mcp").json()
-            assert metadata["resource"] == "http://127.0.0.1:8080/mcp"
-            assert metadata["authorization_servers"] == ["https://dev-issuer.enforcer.invalid"]
-            assert httpx.get(f"http://127.0.0.1:{admin_port}/healthz").status_code == 200
-        finally:
-            process.terminate()
-            _, stderr = process.communicate(timeout=15)
-        assert process.returncode == 0, stderr
-        assert token not in stderr  # the token never reaches a log line
+    with _served_example(tmp_path) as served:
+        port, admin_port = served.port, served.admin_port
+        base = f"http://127.0.0.1:{port}"
+        missing = httpx.get(f"{base}/mcp/hello")
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"].startswith(
+            'Bearer resource_metadata="http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp"')
+        ok = httpx.get(f"{base}/mcp/hello", headers={"authorization": f"Bearer {token}"})
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["identity"]["x-enforcer-sub"] == "alice"
+        assert ok.json()["saw_authorization"] is False
+        denied = httpx.get(f"{base}/mcp/admin/users", headers={"authorization": f"Bearer {token}"})
+        assert denied.status_code == 403 and denied.json()["rule"] == "block-admin"
+        other_agent = _token(tmp_path, "--client-id", "agent-7")
+        call = httpx.post(f"{base}/mcp", headers={"authorization": f"Bearer {other_agent}"}, json={})
+        assert call.status_code == 403 and call.json()["reason"] == "no_matching_rule"
+        metadata = httpx.get(f"{base}/.well-known/oauth-protected-resource/mcp").json()
+        assert metadata["resource"] == "http://127.0.0.1:8080/mcp"
+        assert metadata["authorization_servers"] == ["https://dev-issuer.enforcer.invalid"]
+        assert httpx.get(f"http://127.0.0.1:{admin_port}/healthz").status_code == 200
+        assert token not in served.stderr  # the token never reaches a log line
 
 
 def test_serve_refuses_broken_policy_with_located_errors(tmp_path: Path) -> None:
@@ -114,35 +133,25 @@ def test_MS_01_signed_example_resource_with_enforcer_sign(tmp_path: Path) -> Non
     for the headers, accepted once; the same headers again are a replay."""
     token = _token(tmp_path, "--bind-agent-key", "--aud", "http://127.0.0.1:8080/signed")
     assert oct((tmp_path / "dev" / "agent-key.json").stat().st_mode & 0o777) == "0o600"
-    with serving(echo_app, lifespan="off") as upstream:
-        policy = _example_policy(tmp_path, upstream.port)
-        port, admin_port = free_port(), free_port()
-        process = subprocess.Popen([*ENFORCER, "serve", "--policy", str(policy), "--port", str(port),
-                                    "--admin-port", str(admin_port)], cwd=ROOT, text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            _wait_ready(f"http://127.0.0.1:{admin_port}", process)
-            url, body = f"http://127.0.0.1:{port}/signed/echo", '{"hi":1}'
-            auth = {"authorization": f"Bearer {token}"}
-            unsigned = httpx.post(url, headers=auth, content=body)
-            assert unsigned.status_code == 401, unsigned.text
-            assert unsigned.json()["signature_failure"] == "missing_signature"
-            assert unsigned.headers["accept-signature"].startswith(
-                'sig1=("@method" "@target-uri" "authorization" "content-digest");created;nonce="')
-            # agents sign the public URL of the resource, which here is 127.0.0.1:8080
-            signed = _sign(tmp_path, url.replace(str(port), "8080"), token, body)
-            assert [name for name, _ in signed] == ["Content-Digest", "Signature-Input", "Signature"]
-            ok = httpx.post(url, headers=[*auth.items(), *signed], content=body)
-            assert ok.status_code == 200, ok.text
-            replay = httpx.post(url, headers=[*auth.items(), *signed], content=body)
-            assert replay.status_code == 401 and replay.json()["signature_failure"] == "replayed_nonce"
-            other_body = httpx.post(url, headers=[*auth.items(), *signed], content='{"hi":2}')
-            assert other_body.status_code == 400 and other_body.json()["error"] == "invalid_digest"
-            metadata = httpx.get(f"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/signed").json()
-            assert metadata["http_message_signatures"]["key_binding"] == "token_cnf"
-        finally:
-            process.terminate()
-            _, stderr = process.communicate(timeout=15)
-        assert process.returncode == 0, stderr
+    with _served_example(tmp_path) as served:
+        port = served.port
+        url, body = f"http://127.0.0.1:{port}/signed/echo", '{"hi":1}'
+        auth = {"authorization": f"Bearer {token}"}
+        unsigned = httpx.post(url, headers=auth, content=body)
+        assert unsigned.status_code == 401, unsigned.text
+        assert unsigned.json()["signature_failure"] == "missing_signature"
+        assert unsigned.headers["accept-signature"].startswith(
+            'sig1=("@method" "@target-uri" "authorization" "content-digest");created;nonce="')
+        # agents sign the public URL of the resource, which here is 127.0.0.1:8080
+        signed = _sign(tmp_path, url.replace(str(port), "8080"), token, body)
+        assert [name for name, _ in signed] == ["Content-Digest", "Signature-Input", "Signature"]
+        ok = httpx.post(url, headers=[*auth.items(), *signed], content=body)
+        assert ok.status_code == 200, ok.text
+        replay = httpx.post(url, headers=[*auth.items(), *signed], content=body)
+        assert replay.status_code == 401 and replay.json()["signature_failure"] == "replayed_nonce"
+        other_body = httpx.post(url, headers=[*auth.items(), *signed], content='{"hi":2}')
+        assert other_body.status_code == 400 and other_body.json()["error"] == "invalid_digest"
+        metadata = httpx.get(f"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/signed").json()
+        assert metadata["http_message_signatures"]["key_binding"] == "token_cnf"
         signature = dict(signed)["Signature"].split("=", 1)[1]
-        assert token not in stderr and signature not in stderr
+        assert token not in served.stderr and signature not in served.stderr

@@ -20,7 +20,7 @@ from enforcer.context import Decision, Outcome, Principal, RequestInfo
 from enforcer.errors import Reason
 from enforcer.observability.audit import AuditLog, audit_record
 from enforcer.observability.auditchain import HashChain
-from tests.support import free_port
+from tests.support import free_port, read_body
 
 ROOT = Path(__file__).resolve().parents[2]
 ENFORCER = [sys.executable, "-m", "enforcer.cli"]
@@ -156,12 +156,7 @@ class Collector:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         self.bodies.append(body)
         headers = dict(scope["headers"])
         self.content_types.add(headers.get(b"content-type", b"").decode())
