@@ -1,6 +1,7 @@
 """``enforcer`` command line (DESIGN.md section 5).
 
     enforcer serve --policy PATH [--policy PATH ...] [--host H] [--port P] [--admin-port P] [--workers N]
+                   [--shutdown-grace-seconds S]
     enforcer policy validate PATH...
     enforcer audit verify FILE... [--public-key FILE] | enforcer audit show FILE... [filters]
     enforcer token [--sub S] [--client-id C] [--scope "a b"] [--aud URI]   (development only)
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -26,10 +28,13 @@ from enforcer.auth.replay import replay_store_problem
 from enforcer.config import Settings
 from enforcer.observability.audit_cli import add_audit_commands, add_serve_audit_options, audit_problem, audit_settings
 from enforcer.observability.logging import configure as configure_logging
+from enforcer.observability.metricsdir import MULTIPROC_ENV, prepare_configured_directory
 from enforcer.policy.loader import PolicyLoadError, load_policy
 from enforcer.signing import DEFAULT_COMPONENTS
 
 EXAMPLE_POLICY = Path("policies/example.yaml")
+WORKERS_ENV = "ENFORCER_WORKERS"
+GRACE_ENV = "ENFORCER_SHUTDOWN_GRACE_SECONDS"
 log = logging.getLogger("enforcer.cli")
 
 
@@ -57,8 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--replay-store", default=os.environ.get("ENFORCER_REPLAY_STORE", "memory"), metavar="URL",
                        help="where signature nonces are remembered: 'memory' (one process) or a redis:// URL "
                             "shared by every replica (env ENFORCER_REPLAY_STORE)")
-    serve.add_argument("--workers", type=int, default=1, metavar="N",
-                       help="proxy processes sharing the port; the admin listener merges their metrics (default 1)")
+    serve.add_argument("--workers", type=_worker_count, default=None, metavar="N",
+                       help=f"proxy processes sharing the port; the admin listener merges their metrics "
+                            f"(env {WORKERS_ENV}, else 1)")
+    serve.add_argument("--shutdown-grace-seconds", type=_grace_seconds, default=None, metavar="S",
+                       help=f"after SIGTERM/SIGINT, how long requests in flight (streams too) may take to finish "
+                            f"before they are cut; the audit queue is drained after that "
+                            f"(env {GRACE_ENV}, else {Settings.shutdown_grace_seconds:g})")
     add_serve_audit_options(serve)
     serve.set_defaults(run=_serve)
 
@@ -126,10 +136,48 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_count(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of processes, not {text!r}") from None
+
+
+def _grace_seconds(text: str) -> float:
+    try:
+        seconds = float(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, 0 or more, not {text!r}")
+    return seconds
+
+
+def _from_environment(value, name: str, parse, fallback):  # type: ignore[no-untyped-def]
+    """``value`` when given on the command line, else the environment variable ``name``
+    (through ``parse``; unset or empty means ``fallback``). ``ArgumentTypeError`` names the variable."""
+    if value is not None:
+        return value
+    text = os.environ.get(name, "")
+    if not text.strip():
+        return fallback
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{name}: {exc}") from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
+    try:
+        worker_count = _from_environment(args.workers, WORKERS_ENV, _worker_count, 1)
+        grace = _from_environment(args.shutdown_grace_seconds, GRACE_ENV, _grace_seconds,
+                                  Settings.shutdown_grace_seconds)
+    except argparse.ArgumentTypeError as exc:
+        print(f"enforcer serve: {exc}", file=sys.stderr)
+        return 2
     settings = Settings(tuple(args.policy), args.host, args.port, args.admin_host, args.admin_port, args.log_level,
-                        args.replay_store, audit=audit_settings(args))
+                        args.replay_store, audit=audit_settings(args), shutdown_grace_seconds=grace)
     if problem := replay_store_problem(settings.replay_store):
         print(f"--replay-store: {problem}", file=sys.stderr)
         return 2
@@ -139,10 +187,16 @@ def _serve(args: argparse.Namespace) -> int:
     policy = _load_or_report(settings.policy_paths)
     if policy is None:
         return 1
-    if args.workers != 1:
+    try:
+        # before anything imports prometheus_client (enforcer.app does): see observability.metricsdir
+        prepare_configured_directory()
+    except OSError as exc:
+        print(f"{MULTIPROC_ENV}: {exc}", file=sys.stderr)
+        return 2
+    if worker_count != 1:
         from enforcer import workers
 
-        return workers.serve(settings, policy, args.workers)
+        return workers.serve(settings, policy, worker_count)
     asyncio.run(_run_servers(settings, policy))
     return 0
 
@@ -239,8 +293,13 @@ class _QuietServer(uvicorn.Server):
 async def _run_servers(settings: Settings, policy, extra: Sequence[uvicorn.Config] = ()) -> None:  # type: ignore[no-untyped-def]
     """Proxy, admin (and demo) listeners in one event loop; SIGINT/SIGTERM stop them all.
 
-    uvicorn re-raises the stop signal after its graceful shutdown; the no-op handlers
-    installed here receive it, so a clean stop exits 0 instead of dying by the signal.
+    On the signal the proxy stops accepting connections and gives the requests in flight
+    ``settings.shutdown_grace_seconds`` to finish (uvicorn's graceful shutdown); whatever is
+    still running then, a long event stream say, is cancelled. The app's lifespan shutdown
+    follows and drains the audit queue (at most ``--audit-drain-seconds``); then the other
+    listeners stop. uvicorn re-raises the stop signal after its graceful shutdown; the
+    no-op handlers installed here receive it, so a clean stop exits 0 instead of dying by
+    the signal.
     """
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, lambda *_: None)
@@ -250,9 +309,11 @@ async def _run_servers(settings: Settings, policy, extra: Sequence[uvicorn.Confi
 
     app = EnforcerApp.from_settings(settings, policy)
     proxy = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on",
+                                          timeout_graceful_shutdown=settings.shutdown_grace_seconds,
                                           **SERVER_SETTINGS))
     admin = uvicorn.Config(create_admin_app(app), host=settings.admin_host, port=settings.admin_port,
-                           lifespan="off", **SERVER_SETTINGS)
+                           lifespan="off", timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                           **SERVER_SETTINGS)
     helpers = [_QuietServer(config) for config in (*extra, admin)]
     log.info("enforcer starting", extra={
         "proxy": f"{settings.host}:{settings.port}", "admin": f"{settings.admin_host}:{settings.admin_port}",

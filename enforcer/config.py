@@ -1,4 +1,5 @@
-"""Process settings: where to listen, which policy files to load, where audit records go."""
+"""Process settings: where to listen, which policy files to load, where audit records go,
+how long a stop may take."""
 
 from __future__ import annotations
 
@@ -17,3 +18,6 @@ class Settings:
     log_level: str = "info"
     replay_store: str = "memory"  # or a redis:// URL shared by every replica
     audit: AuditSettings = field(default_factory=AuditSettings)  # stdout only, unless told otherwise
+    #: after SIGTERM/SIGINT: how long requests in flight may take to finish before they are cut
+    #: (the audit queue is drained afterwards, for at most ``audit.drain_seconds`` more)
+    shutdown_grace_seconds: float = 25.0

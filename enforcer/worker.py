@@ -4,6 +4,9 @@ A worker runs what the single-process server runs, ``EnforcerApp`` under uvicorn
 listening socket its parent bound. Once its lifespan startup has completed it reports its
 readiness to the parent through a status file, rewritten every ``HEARTBEAT_SECONDS``; the
 same beat refreshes its key gauges, which the single-process server refreshes per scrape.
+On SIGTERM it stops like the single-process server: no new connections, the requests in
+flight get ``settings.shutdown_grace_seconds``, then the lifespan shutdown drains the audit
+queue, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ async def _serve_worker(settings: Settings, policy: Policy, listener: socket.soc
     from enforcer.app import EnforcerApp
 
     app = EnforcerApp.from_settings(settings, policy)
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", **SERVER_SETTINGS))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on",
+                                           timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                                           **SERVER_SETTINGS))
     heartbeat = asyncio.ensure_future(_heartbeat(server, app, status_path, stop))
     try:
         await server.serve(sockets=[listener])

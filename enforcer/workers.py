@@ -9,8 +9,9 @@ serves only the admin listener:
 
 ``/metrics``
     Workers write their values to ``PROMETHEUS_MULTIPROC_DIR``: the operator's directory
-    (its ``*.db`` files from earlier runs removed at start) or else a private temporary one,
-    removed at exit. Each scrape merges every worker's files (``observability.exposition``).
+    (created if missing, its ``*.db`` files from earlier runs removed at start) or else a
+    private temporary one, removed at exit (``observability.metricsdir``). Each scrape
+    merges every worker's files (``observability.exposition``).
     A worker that exits is marked dead: its live gauges go, its counters stay in the sums.
 ``/readyz``
     Once its lifespan startup has completed, each worker rewrites a small status file in a
@@ -22,11 +23,14 @@ serves only the admin listener:
     503 once any worker has exited. Nothing here restarts a worker: capacity would be
     lost silently, so the process reports itself unhealthy and the orchestrator restarts it.
 
-SIGTERM or SIGINT to the parent stops the admin listener, sends SIGTERM to every worker,
-which stops accepting and finishes its in-flight requests (uvicorn's graceful shutdown),
-waits up to ``DRAIN_SECONDS``, and exits 0. Workers leave the parent's process group, so
-a terminal's Ctrl-C reaches the parent only and the stop happens in that order; a worker
-whose parent vanishes stops by itself. When every worker has exited, the parent exits 1.
+SIGTERM or SIGINT to the parent stops the admin listener and sends SIGTERM to every worker.
+A worker stops accepting, gives its requests in flight ``--shutdown-grace-seconds`` to
+finish (uvicorn's graceful shutdown; what still runs then, a long event stream say, is
+cancelled), drains its audit queue for at most ``--audit-drain-seconds`` and exits 0. The
+parent waits for that plus ``STOP_MARGIN_SECONDS``, kills any worker still running, and
+exits 0. Workers leave the parent's process group, so a terminal's Ctrl-C reaches the
+parent only and the stop happens in that order; a worker whose parent vanishes stops by
+itself. When every worker has exited, the parent exits 1.
 """
 
 from __future__ import annotations
@@ -36,14 +40,11 @@ import contextlib
 import json
 import logging
 import multiprocessing
-import os
-import shutil
 import signal
 import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -52,14 +53,16 @@ from typing import Any
 import uvicorn
 
 from enforcer.config import Settings
-from enforcer.observability.exposition import MULTIPROC_ENV, clear_directory, forget_process, merged_exposition
+from enforcer.observability.exposition import forget_process, merged_exposition
+from enforcer.observability.metricsdir import metrics_directory
 from enforcer.policy.loader import Policy
 from enforcer.worker import SERVER_SETTINGS, StopFlag, worker_main
 
 log = logging.getLogger("enforcer.workers")
 
 STALE_SECONDS = 10.0
-DRAIN_SECONDS = 30.0
+#: beyond a worker's grace period and audit drain: its lifespan shutdown and interpreter exit
+STOP_MARGIN_SECONDS = 5.0
 
 
 def refusal(settings: Settings, policy: Policy, count: int) -> str | None:
@@ -86,7 +89,8 @@ def serve(settings: Settings, policy: Policy, count: int) -> int:
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, stop)
     listener = _bind(settings.host, settings.port)
-    with _metrics_directory() as metrics_dir, tempfile.TemporaryDirectory(prefix="enforcer-run-") as run_dir:
+    # set in the environment before any worker starts: prometheus_client reads it once, at import
+    with metrics_directory() as metrics_dir, tempfile.TemporaryDirectory(prefix="enforcer-run-") as run_dir:
         pool = WorkerPool(settings, policy, Path(run_dir), metrics_dir)
         try:
             try:
@@ -107,28 +111,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=2048)
 
 
-@contextlib.contextmanager
-def _metrics_directory() -> Iterator[Path]:
-    """Where the workers write their metric values. Set in the environment before any worker
-    starts, because prometheus_client reads it once, when a worker first imports it."""
-    given = os.environ.get(MULTIPROC_ENV)
-    if given:
-        Path(given).mkdir(parents=True, exist_ok=True)
-        clear_directory(given)
-        yield Path(given)
-        return
-    private = tempfile.mkdtemp(prefix="enforcer-metrics-")
-    os.environ[MULTIPROC_ENV] = private
-    try:
-        yield Path(private)
-    finally:
-        os.environ.pop(MULTIPROC_ENV, None)
-        shutil.rmtree(private, ignore_errors=True)
-
-
 async def _supervise(settings: Settings, pool: WorkerPool, stop: StopFlag) -> int:
     admin = uvicorn.Server(uvicorn.Config(pool.admin_app(), host=settings.admin_host, port=settings.admin_port,
-                                          lifespan="off", **SERVER_SETTINGS))
+                                          lifespan="off", timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                                          **SERVER_SETTINGS))
     watcher = asyncio.ensure_future(_watch(pool, admin, stop))
     try:
         await admin.serve()  # uvicorn's own handlers take SIGINT/SIGTERM while it serves
@@ -196,13 +182,20 @@ class WorkerPool:
             log.log(level, "worker exited", extra={"worker": worker.index, "pid": worker.pid,
                                                    "exitcode": worker.process.exitcode})
 
+    @property
+    def stop_seconds(self) -> float:
+        """How long a worker may take to stop: its grace period, its audit drain, a margin."""
+        return (max(0.0, self.settings.shutdown_grace_seconds) + max(0.0, self.settings.audit.drain_seconds)
+                + STOP_MARGIN_SECONDS)
+
     def stop(self) -> None:
-        """SIGTERM to every worker, time to drain, then SIGKILL for any still running."""
+        """SIGTERM to every worker, time to finish and drain (``stop_seconds``), then SIGKILL
+        for any still running."""
         self.stopping = True
         for worker in self.workers:
             if worker.process.is_alive():
                 worker.process.terminate()
-        deadline = time.monotonic() + DRAIN_SECONDS
+        deadline = time.monotonic() + self.stop_seconds
         for worker in self.workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
         for worker in self.workers:

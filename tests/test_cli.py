@@ -155,3 +155,29 @@ def test_MS_01_signed_example_resource_with_enforcer_sign(tmp_path: Path) -> Non
         assert metadata["http_message_signatures"]["key_binding"] == "token_cnf"
         signature = dict(signed)["Signature"].split("=", 1)[1]
         assert token not in served.stderr and signature not in served.stderr
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--shutdown-grace-seconds", "-1"], {},
+     "argument --shutdown-grace-seconds: must be a finite number of seconds, 0 or more, not '-1'"),
+    (["--shutdown-grace-seconds", "soon"], {}, "argument --shutdown-grace-seconds: must be a number of seconds"),
+    ([], {"ENFORCER_SHUTDOWN_GRACE_SECONDS": "inf"},
+     "ENFORCER_SHUTDOWN_GRACE_SECONDS: must be a finite number of seconds, 0 or more, not 'inf'"),
+    ([], {"ENFORCER_SHUTDOWN_GRACE_SECONDS": "25s"}, "ENFORCER_SHUTDOWN_GRACE_SECONDS: must be a number of seconds"),
+    (["--workers", "two"], {}, "argument --workers: must be a whole number of processes, not 'two'"),
+    ([], {"ENFORCER_WORKERS": "2.5"}, "ENFORCER_WORKERS: must be a whole number of processes, not '2.5'"),
+    ([], {"ENFORCER_WORKERS": "0"}, "--workers: at least one worker is needed"),
+    (["--workers", "-1"], {"ENFORCER_WORKERS": "2"}, "--workers: at least one worker is needed"),
+    ([], {"PROMETHEUS_MULTIPROC_DIR": "/proc/no-such/metrics"}, "PROMETHEUS_MULTIPROC_DIR: "),
+])
+def test_serve_refuses_bad_settings_with_exit_2(args: list[str], env: dict[str, str], message: str) -> None:
+    """Worker count, grace period, metrics directory: exit 2 with a message naming the flag or the
+    environment variable, before anything is served; a flag given on the command line wins over
+    the variable."""
+    environment = {k: v for k, v in os.environ.items() if k not in (
+        "ENFORCER_WORKERS", "ENFORCER_SHUTDOWN_GRACE_SECONDS", "PROMETHEUS_MULTIPROC_DIR")} | env
+    result = subprocess.run([*ENFORCER, "serve", "--policy", "policies/example.yaml", "--port", str(free_port()),
+                             "--admin-port", str(free_port()), *args], capture_output=True, text=True, cwd=ROOT,
+                            env=environment, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr

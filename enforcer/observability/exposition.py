@@ -6,6 +6,8 @@ set per process, in that directory. In the second case a registry only sees the 
 the process that holds it, so each scrape builds a fresh registry over a
 ``MultiProcessCollector``, which reads every process's files: counters and histograms
 add up over all workers, living or dead; gauges follow their ``multiprocess_mode``.
+The directory is made ready (created, emptied of earlier runs' files) before this module
+is first imported: see ``observability.metricsdir``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from enforcer.observability.metricsdir import MULTIPROC_ENV
 
 
 def multiprocess_dir() -> str | None:
@@ -40,13 +42,6 @@ def merged_exposition(directory: str | Path) -> bytes:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))
     return generate_latest(registry)
-
-
-def clear_directory(directory: str | Path) -> None:
-    """Remove the value files of earlier runs: their processes are gone, and their counters
-    would otherwise be added to this run's."""
-    for path in Path(directory).glob("*.db"):
-        path.unlink(missing_ok=True)
 
 
 def forget_process(pid: int, directory: str | Path) -> None:

@@ -118,7 +118,16 @@ class Forwarder:
         # as soon as the client disconnects, so the upstream is not kept busy for no one.
         copier = asyncio.ensure_future(_copy_body(response, send, idle_seconds))
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
-        done, _ = await asyncio.wait({copier, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({copier, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The request itself is cancelled (at shutdown, once the grace period is over): the
+            # two helpers go with it, and their outcome is collected, not left to the loop.
+            copier.cancel()
+            watcher.cancel()
+            response.close()
+            await asyncio.gather(copier, watcher, return_exceptions=True)
+            raise
         if copier not in done:
             copier.cancel()
             response.close()

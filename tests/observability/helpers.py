@@ -96,13 +96,16 @@ class Served:
 
 
 @contextmanager
-def enforcer_process(policy: Path, *args: str, stdout: Any = subprocess.DEVNULL,
-                     stderr: Any = subprocess.PIPE) -> Iterator[Served]:
-    """``enforcer serve`` as a user runs it, ready when ``/readyz`` says so; stopped with SIGTERM."""
+def enforcer_process(policy: Path, *args: str, stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.PIPE,
+                     cwd: Path = ROOT, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """``enforcer serve`` as a user runs it, ready when ``/readyz`` says so; stopped with SIGTERM.
+
+    ``env`` replaces the whole environment when given; output meant for a file (several
+    workers, or much of it) should go to one, since a pipe nobody reads fills up and stalls."""
     port, admin_port = free_port(), free_port()
     process = subprocess.Popen([*ENFORCER, "serve", "--policy", str(policy), "--port", str(port),
                                 "--admin-port", str(admin_port), *args],
-                               cwd=ROOT, text=True, stdout=stdout, stderr=stderr)
+                               cwd=cwd, env=env, text=True, stdout=stdout, stderr=stderr)
     served = Served(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}")
     try:
         _wait_ready(served)
