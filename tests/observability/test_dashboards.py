@@ -27,7 +27,7 @@ from enforcer.policy.loader import load_policy
 from tests.observability.scrape import FAMILIES, Scrape, family_of
 from tests.support import JWKSEndpoint, RecordingUpstream, SigningKey, basic_policy, jwks, serving, write_policy
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "observability"
+DEPLOY = Path(__file__).resolve().parents[2] / "charts" / "enforcer" / "files"  # deploy/observability links here
 DASHBOARD = DEPLOY / "grafana-dashboard.json"
 RULES = DEPLOY / "prometheus-rules.yaml"
 METRIC = re.compile(r"\benforcer_[a-z0-9_]+")
