@@ -297,6 +297,47 @@ def test_policy_change_rolls_the_pods(chart: Chart, tmp_path: Path) -> None:
     assert checksum(chart.render(own)) != checksum(default)
 
 
+NONCE_POLICY = """version: 1
+issuers:
+  - {id: main, issuer: "https://auth.example.com", discovery: true}
+resources:
+  - id: signed-api
+    resource: https://api.example.com/api
+    match: {path_prefix: /api}
+    upstream: http://api:8000/api
+    issuers: [main]
+    signatures: {required: true, require_nonce: true, keys: {from_token_cnf: true}}
+    rules:
+      - {id: anyone, effect: allow, client_ids: ["*"], scopes: [api]}
+"""
+
+
+@pytest.mark.parametrize(("sets", "refused"), [
+    ((), False),                                                      # one pod, one worker: memory is enough
+    (("replicaCount=2",), True),                                      # two pods would each accept a nonce
+    (("workers=2",), True),                                           # the process refuses it too: fail at render
+    (("autoscaling.enabled=true", "autoscaling.minReplicas=1"), True),  # may scale out later
+    (("replicaCount=2", "replayStore.url=redis://redis:6379/0"), False),
+    (("replicaCount=2", "replayStore.existingSecret=redis", "replayStore.existingSecretKey=url"), False),
+])
+def test_MS_26_shared_nonces_need_redis_before_anything_is_deployed(chart: Chart, tmp_path: Path,
+                                                                     sets: tuple[str, ...], refused: bool) -> None:
+    values = write_values(tmp_path, {"policy": {"files": {"signed.yaml": NONCE_POLICY}}})
+    done = chart.run(*chart.template_command([values], sets))
+    if refused:
+        assert done.returncode != 0
+        assert "resource signed-api requires signature nonces" in done.stderr
+        assert "replayStore" in done.stderr
+    else:
+        assert done.returncode == 0, done.stderr
+        written = tmp_path / "policies"
+        written.mkdir()
+        (written / "signed.yaml").write_text(Rendered(done.stdout).one("ConfigMap")["data"]["signed.yaml"])
+        check = subprocess.run([str(BIN / "enforcer"), "policy", "validate", str(written)],
+                               capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_own_policy_files_replace_the_placeholder(chart: Chart) -> None:
     data = chart.scenario("full").one("ConfigMap", "enforcer-full-policy")["data"]
     assert sorted(data) == ["api.yaml", "mcp.yaml"]

@@ -163,4 +163,33 @@ Checks across values that the schema cannot express.
 {{- if and .Values.autoscaling.enabled (gt (.Values.autoscaling.minReplicas | int) (.Values.autoscaling.maxReplicas | int)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
+{{- $shared := or (gt (include "enforcer.minPods" . | int) 1) .Values.autoscaling.enabled (gt (.Values.workers | int) 1) }}
+{{- if and $shared (not (or .Values.replayStore.url .Values.replayStore.existingSecret)) }}
+{{- range $resource := include "enforcer.nonceResources" . | fromYamlArray }}
+{{- fail (printf "resource %s requires signature nonces (require_nonce: true) and more than one pod or worker runs: each would remember only its own nonces, so a request could be replayed to another; set replayStore.url or replayStore.existingSecret (Redis)" $resource) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Ids of the resources in policy.files (or the default policy) whose signatures require nonces,
+as a YAML list. A policy from an existing ConfigMap cannot be read here; NOTES warns instead.
+*/}}
+{{- define "enforcer.nonceResources" -}}
+{{- $ids := list }}
+{{- if not .Values.policy.existingConfigMap }}
+{{- range $file, $text := include "enforcer.policyFiles" . | fromYaml }}
+{{- $doc := fromYaml $text }}
+{{- if kindIs "slice" $doc.resources }}
+{{- range $doc.resources }}
+{{- if and (kindIs "map" .) (kindIs "map" .signatures) }}
+{{- if eq (toString .signatures.require_nonce) "true" }}
+{{- $ids = append $ids (toString .id) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $ids }}
 {{- end }}
