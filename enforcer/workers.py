@@ -1,11 +1,11 @@
-"""``enforcer serve --workers N``: N proxy processes behind one listening socket.
+"""``enforcer serve --workers N``: N proxy processes on one port.
 
 One Python process runs one event loop, so a busy enforcer needs several processes. The
-parent binds the proxy port once and hands the socket to N workers started with
-``spawn`` (a fresh interpreter each: nothing half-initialised is inherited). Each worker
-runs what the single-process server runs, ``EnforcerApp`` under uvicorn, on that socket;
-the kernel gives each new connection to whichever worker accepts it first. The parent
-serves only the admin listener:
+parent binds N sockets to the proxy port (``SO_REUSEPORT``, after checking that no other
+process listens there) and hands one to each of N workers started with ``spawn`` (a fresh
+interpreter each: nothing half-initialised is inherited). Each worker runs what the
+single-process server runs, ``EnforcerApp`` under uvicorn, on its socket; the kernel spreads
+new connections evenly over the sockets. The parent serves only the admin listener:
 
 ``/metrics``
     Workers write their values to ``PROMETHEUS_MULTIPROC_DIR``: the operator's directory
@@ -88,15 +88,16 @@ def serve(settings: Settings, policy: Policy, count: int) -> int:
     stop = StopFlag()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, stop)
-    listener = _bind(settings.host, settings.port)
+    listeners = bind_listeners(settings.host, settings.port, count)
     # set in the environment before any worker starts: prometheus_client reads it once, at import
     with metrics_directory() as metrics_dir, tempfile.TemporaryDirectory(prefix="enforcer-run-") as run_dir:
         pool = WorkerPool(settings, policy, Path(run_dir), metrics_dir)
         try:
             try:
-                pool.start(count, listener)
+                pool.start(listeners)
             finally:
-                listener.close()  # each worker holds its own copy; none left here once they are gone
+                for listener in listeners:  # each worker holds its own copy; none left here once they are gone
+                    listener.close()
             log.info("enforcer starting", extra={
                 "proxy": f"{settings.host}:{settings.port}", "admin": f"{settings.admin_host}:{settings.admin_port}",
                 "workers": count, "policy": policy.version_hash, "files": list(policy.files)})
@@ -105,10 +106,55 @@ def serve(settings: Settings, policy: Policy, count: int) -> int:
             pool.stop()
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """The proxy socket, bound once for every worker (``create_server`` sets SO_REUSEADDR on POSIX)."""
+def bind_listeners(host: str, port: int, count: int) -> list[socket.socket]:
+    """One listening socket per worker, all on the same port (``SO_REUSEPORT``).
+
+    The kernel spreads new connections evenly over the sockets of the group. One socket shared
+    by every worker does not: asyncio accepts a whole burst at once, so whichever worker wakes
+    first takes every connection, and keep-alive clients (load balancers, agents) then stay on
+    it while the other workers idle. A worker that exits closes its socket, which leaves the
+    group."""
+    port = _free_for_us(host, port)
+    listeners: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            listeners.append(_bind(host, port))
+    except OSError:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
+
+
+def _free_for_us(host: str, port: int) -> int:
+    """The port, after making sure no other process listens on it: sockets with ``SO_REUSEPORT``
+    would otherwise join another running enforcer's group and share its traffic silently. A
+    plain bind fails on a port in use, whoever holds it. (Port 0: the port the kernel picked.)"""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=2048)
+    with socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        return probe.getsockname()[1]
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A proxy socket of the group.
+
+    It names its protocol, ``IPPROTO_TCP``: connections accepted from it inherit it, and asyncio
+    sets ``TCP_NODELAY`` only on sockets that say they are TCP. ``socket.create_server`` leaves
+    the protocol 0, and then each small response waits for the client's delayed ACK (Nagle):
+    about 40 ms per request on keep-alive connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError:
+        listener.close()
+        raise
+    return listener
 
 
 async def _supervise(settings: Settings, pool: WorkerPool, stop: StopFlag) -> int:
@@ -159,9 +205,10 @@ class WorkerPool:
         self.failed = False
         self.stopping = False
 
-    def start(self, count: int, listener: socket.socket) -> None:
+    def start(self, listeners: list[socket.socket]) -> None:
+        """One worker per listening socket."""
         context = multiprocessing.get_context("spawn")
-        for index in range(count):
+        for index, listener in enumerate(listeners):
             status_path = self.run_dir / f"worker-{index}.json"
             process = context.Process(target=worker_main, name=f"enforcer-worker-{index}", daemon=True,
                                       args=(self.settings, self.policy, listener, str(status_path)))
