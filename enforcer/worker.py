@@ -28,9 +28,10 @@ from enforcer.config import Settings
 from enforcer.policy.loader import Policy
 
 HEARTBEAT_SECONDS = 1.0
-#: the listener settings of the single-process server: no trust in X-Forwarded-*, no headers of uvicorn's own
-SERVER_SETTINGS: dict[str, Any] = {"log_level": "warning", "access_log": False, "server_header": False,
-                                   "date_header": False, "proxy_headers": False}
+#: the listener settings of the single-process server: no trust in X-Forwarded-*, no headers of uvicorn's own,
+#: and uvicorn's log lines through our JSON handler (``observability.logging``), not through handlers of its own
+SERVER_SETTINGS: dict[str, Any] = {"log_level": "warning", "log_config": None, "access_log": False,
+                                   "server_header": False, "date_header": False, "proxy_headers": False}
 
 
 class StopFlag:

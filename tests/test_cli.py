@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -181,3 +183,16 @@ def test_serve_refuses_bad_settings_with_exit_2(args: list[str], env: dict[str, 
                             env=environment, timeout=30)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+
+
+def test_every_log_line_is_json_including_the_servers(tmp_path: Path) -> None:
+    """uvicorn's own warnings (here: a request that is not HTTP) go through the JSON handler too,
+    so a log pipeline can read every line the process writes."""
+    _token(tmp_path)  # the dev key the example policy trusts
+    with _served_example(tmp_path) as served:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw:
+            raw.sendall(b"\x16\x03\x01 this is not HTTP\r\n\r\n")
+            raw.recv(1024)
+    lines = [line for line in served.stderr.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # raises on a line that is not JSON
+    assert any(r["logger"].startswith("uvicorn") and r["level"] == "warning" for r in records), lines

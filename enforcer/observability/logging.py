@@ -23,10 +23,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+#: loggers of the libraries that serve the requests: their lines are JSON too, so that a log
+#: pipeline reads every line of the process; they speak only from WARNING up
+LIBRARY_LOGGERS = ("uvicorn", "asyncio")
+
+
 def configure(level: str = "info") -> None:
+    """Every line on stderr as JSON: ours at ``level``, the server's and the event loop's from
+    WARNING up (uvicorn is told not to install handlers of its own: ``log_config=None``).
+    A failure logs its exception's type, never a traceback: it could quote a header."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("enforcer")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    ours = logging.getLevelName(level.upper())
+    thresholds = {"enforcer": ours, **{library: max(ours, logging.WARNING) for library in LIBRARY_LOGGERS}}
+    for name, threshold in thresholds.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(threshold)
+        logger.propagate = False
