@@ -208,6 +208,81 @@ class RecordingUpstream:
         await send({"type": "http.response.body", "body": payload})
 
 
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 15) -> Any:
+    """Poll ``condition`` until it returns something true, and return that; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+#: the first event of a held ``/stream`` response
+HELD_EVENT = b"data: first\n\n"
+
+
+async def _wait_until(event: threading.Event, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not event.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
+def holding_handler(release: threading.Event) -> Callable[..., Any]:
+    """A ``RecordingUpstream`` handler for requests that stay in flight: a path ending in
+    ``/stream`` gets an event stream (``HELD_EVENT``) that stays open until ``release``; one
+    ending in ``/slow`` is answered ``done`` once released (at most a minute later)."""
+
+    async def handle(send: Any, record: Recorded, receive: Any) -> None:
+        if record.path.endswith("/stream"):
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream")]})
+            await send({"type": "http.response.body", "body": HELD_EVENT, "more_body": True})
+            await _wait_until(release, 60)
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if record.path.endswith("/slow"):
+            await _wait_until(release, 60)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    return handle
+
+
+@dataclass
+class HeldWorld:
+    """An ES256 issuer key behind a real JWKS endpoint, an upstream that holds requests
+    (``holding_handler``) until ``release`` is set, and a policy file for ``enforcer serve``."""
+
+    key: SigningKey
+    upstream: RecordingUpstream
+    release: threading.Event
+    policy: Path
+
+    def auth(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {sign(self.key, claims())}"}
+
+    def received(self, path: str) -> list[str]:
+        """The request ids of the requests for ``path`` that reached the upstream."""
+        return [r.header("x-request-id") or "" for r in self.upstream.requests if r.path == path]
+
+
+@contextmanager
+def held_world(policy_path: Path, policy_text: Callable[[str, str], str]) -> Iterator[HeldWorld]:
+    """A ``HeldWorld`` whose policy, ``policy_text(jwks_url, upstream_url)``, is written to
+    ``policy_path``; held requests are released before the servers stop."""
+    key = SigningKey.generate("ES256", kid="k1")
+    release = threading.Event()
+    upstream = RecordingUpstream(handler=holding_handler(release))
+    with serving(JWKSEndpoint(document=jwks(key))) as issuer, serving(upstream) as upstream_server:
+        policy_path.parent.mkdir(parents=True, exist_ok=True)
+        policy_path.write_text(policy_text(f"{issuer.url}/jwks", upstream_server.url))
+        try:
+            yield HeldWorld(key, upstream, release, policy_path)
+        finally:
+            release.set()
+
+
 def write_policy(directory: Path, text: str, name: str = "policy.yaml") -> Path:
     path = directory / name
     path.write_text(text)

@@ -17,7 +17,6 @@ lives on a volume. So, with one process and with two workers:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -28,7 +27,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +36,11 @@ import pytest
 from enforcer.workers import STOP_MARGIN_SECONDS
 from tests.observability.helpers import Served, enforcer_process
 from tests.observability.scrape import Scrape
-from tests.support import JWKSEndpoint, RecordingUpstream, SigningKey, basic_policy, claims, jwks, serving, sign
+from tests.support import HELD_EVENT, HeldWorld, basic_policy, held_world, wait_for
 
 #: variables an image or a CI machine may set that change how ``enforcer serve`` runs
 SERVE_ENV = ("ENFORCER_WORKERS", "ENFORCER_SHUTDOWN_GRACE_SECONDS", "ENFORCER_REPLAY_STORE",
              "PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
-EVENT = b"data: first\n\n"
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -51,64 +48,17 @@ def environment(**extra: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in SERVE_ENV} | extra
 
 
-@dataclass
-class World:
-    """A JWKS endpoint, an upstream whose ``/mcp/slow`` and ``/mcp/stream`` wait for ``release``,
-    and the policy file in front of it."""
-
-    key: SigningKey
-    upstream: RecordingUpstream
-    release: threading.Event
-    policy: Path
-
-    def auth(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {sign(self.key, claims())}"}
-
-    def received(self, path: str) -> list[str]:
-        """The request ids of the requests for ``path`` that reached the upstream."""
-        return [r.header("x-request-id") or "" for r in self.upstream.requests if r.path == path]
-
-
-async def _wait(event: threading.Event, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not event.is_set() and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-
-
-def _handler(release: threading.Event) -> Callable[..., Any]:
-    async def handle(send: Any, record: Any, receive: Any) -> None:
-        if record.path == "/mcp/stream":  # an event stream that stays open until released
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/event-stream")]})
-            await send({"type": "http.response.body", "body": EVENT, "more_body": True})
-            await _wait(release, 60)
-            await send({"type": "http.response.body", "body": b""})
-            return
-        if record.path == "/mcp/slow":
-            await _wait(release, 60)
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"done"})
-
-    return handle
-
-
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    key = SigningKey.generate("ES256", kid="k1")
-    release = threading.Event()
-    upstream = RecordingUpstream(handler=_handler(release))
-    with serving(JWKSEndpoint(document=jwks(key))) as issuer, serving(upstream) as upstream_server:
-        policy = tmp_path / "policy" / "policy.yaml"
-        policy.parent.mkdir()
-        policy.write_text(basic_policy(jwks_line=f"jwks_uri: {issuer.url}/jwks", upstream=f"{upstream_server.url}/mcp"))
-        try:
-            yield World(key, upstream, release, policy)
-        finally:
-            release.set()  # lets the upstream's held requests end before it stops
+def world(tmp_path: Path) -> Iterator[HeldWorld]:
+    def policy(jwks_url: str, upstream_url: str) -> str:
+        return basic_policy(jwks_line=f"jwks_uri: {jwks_url}", upstream=f"{upstream_url}/mcp")
+
+    with held_world(tmp_path / "policy" / "policy.yaml", policy) as world:
+        yield world
 
 
 @contextmanager
-def running(world: World, tmp_path: Path, *args: str, cwd: Path | None = None,
+def running(world: HeldWorld, tmp_path: Path, *args: str, cwd: Path | None = None,
             env: dict[str, str] | None = None) -> Iterator[tuple[Served, Path, Path]]:
     """``enforcer serve`` for ``world``: (the process, its stdout file, its stderr file)."""
     out, err = tmp_path / f"stdout-{time.monotonic_ns()}", tmp_path / f"stderr-{time.monotonic_ns()}"
@@ -117,15 +67,6 @@ def running(world: World, tmp_path: Path, *args: str, cwd: Path | None = None,
         with enforcer_process(world.policy, "--log-level", "info", *args, stdout=stdout, stderr=stderr,
                               cwd=cwd or tmp_path, env=env if env is not None else environment()) as served:
             yield served, out, err
-
-
-def _wait_for(condition: Callable[[], Any], what: str, timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _refuses_connections(url: str) -> bool:
@@ -164,15 +105,15 @@ def _worker_pids(served: Served) -> list[int]:
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_sigterm_finishes_the_request_in_flight_audits_it_and_exits_0(world: World, tmp_path: Path,
+def test_sigterm_finishes_the_request_in_flight_audits_it_and_exits_0(world: HeldWorld, tmp_path: Path,
                                                                       workers: str) -> None:
     with running(world, tmp_path, "--workers", workers) as (served, stdout, stderr):
         assert httpx.get(f"{served.url}/mcp/quick", headers=world.auth()).status_code == 200
         thread, answer = _in_background(
             lambda: httpx.get(f"{served.url}/mcp/slow", headers=world.auth(), timeout=30))
-        [request_id] = _wait_for(lambda: world.received("/mcp/slow"), "the request to reach the upstream")
+        [request_id] = wait_for(lambda: world.received("/mcp/slow"), "the request to reach the upstream")
         served.process.send_signal(signal.SIGTERM)
-        _wait_for(lambda: _refuses_connections(served.url), "the proxy port to close")
+        wait_for(lambda: _refuses_connections(served.url), "the proxy port to close")
         assert served.process.poll() is None  # still finishing the request in flight
         assert thread.is_alive()
         world.release.set()
@@ -190,7 +131,7 @@ def test_sigterm_finishes_the_request_in_flight_audits_it_and_exits_0(world: Wor
 @pytest.mark.parametrize(("workers", "grace_from_env"), [("1", False), ("2", True)],
                          ids=["1-worker-flag", "2-workers-env"])
 def test_a_stream_that_outlasts_the_grace_period_is_cut_and_the_process_exits_0(
-        world: World, tmp_path: Path, workers: str, grace_from_env: bool) -> None:
+        world: HeldWorld, tmp_path: Path, workers: str, grace_from_env: bool) -> None:
     grace = 1.0
     args = ["--workers", workers]
     env = environment()
@@ -203,7 +144,7 @@ def test_a_stream_that_outlasts_the_grace_period_is_cut_and_the_process_exits_0(
             client.stream("GET", f"{served.url}/mcp/stream", headers=world.auth()) as stream:
         assert stream.status_code == 200
         chunks = stream.iter_raw()
-        assert next(chunks) == EVENT
+        assert next(chunks) == HELD_EVENT
         started = time.monotonic()
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(timeout=grace + 15) == 0, stderr.read_text()
@@ -218,7 +159,7 @@ def test_a_stream_that_outlasts_the_grace_period_is_cut_and_the_process_exits_0(
     assert record["request_id"] in world.received("/mcp/stream")
 
 
-def test_a_worker_that_does_not_stop_is_killed_after_grace_and_audit_drain(world: World, tmp_path: Path) -> None:
+def test_a_worker_that_does_not_stop_is_killed_after_grace_and_audit_drain(world: HeldWorld, tmp_path: Path) -> None:
     """The parent waits for grace + audit drain + ``STOP_MARGIN_SECONDS``, not longer: a worker
     that cannot act on SIGTERM (stopped here with SIGSTOP) is then killed."""
     grace, drain = 1.0, 1.0
@@ -251,7 +192,7 @@ def _files_under(directory: Path) -> list[Path]:
     return sorted(path for path in directory.rglob("*"))
 
 
-def test_nothing_is_written_outside_tmpdir_and_the_metrics_directory(world: World, tmp_path: Path) -> None:
+def test_nothing_is_written_outside_tmpdir_and_the_metrics_directory(world: HeldWorld, tmp_path: Path) -> None:
     """Two workers (``ENFORCER_WORKERS``, as the image sets it) started in an empty working
     directory with an empty ``HOME``: after requests and a stop both are still empty, and the
     metric value files are under ``PROMETHEUS_MULTIPROC_DIR`` (inside ``TMPDIR``), which the
@@ -289,7 +230,7 @@ def _allowed(served: Served) -> float:
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_counters_start_from_zero_after_a_restart_over_the_same_directory(world: World, tmp_path: Path,
+def test_counters_start_from_zero_after_a_restart_over_the_same_directory(world: HeldWorld, tmp_path: Path,
                                                                           workers: str) -> None:
     """As when a container restarts with ``/tmp/metrics`` on a volume that survives it: the
     previous run's value files must not be added to the new run's counters (a missing

@@ -34,15 +34,13 @@ from tests.observability.scrape import Scrape, check_families
 from tests.support import (
     ISSUER,
     RESOURCE,
-    JWKSEndpoint,
-    RecordingUpstream,
+    HeldWorld,
     SigningKey,
     claims,
     free_port,
-    jwks,
-    serving,
+    held_world,
     sign,
-    write_policy,
+    wait_for,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,37 +82,11 @@ resources:
 """
 
 
-@dataclass
-class Stack:
-    """A JWKS endpoint, an upstream that holds ``/mcp/slow`` until released, and the policy file."""
-
-    key: SigningKey
-    upstream: RecordingUpstream
-    release: threading.Event
-    policy: Path
-
-
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    key = SigningKey.generate("ES256", kid="k1")
-    release = threading.Event()
-    upstream = RecordingUpstream(handler=_holding_handler(release))
-    with serving(JWKSEndpoint(document=jwks(key))) as issuer, serving(upstream) as upstream_server:
-        policy = write_policy(tmp_path, _policy(f"{issuer.url}/jwks", upstream_server.url))
-        yield Stack(key, upstream, release, policy)
-        release.set()
-
-
-def _holding_handler(release: threading.Event):  # type: ignore[no-untyped-def]
-    import asyncio
-
-    async def handle(send, record, receive) -> None:  # type: ignore[no-untyped-def]
-        while record.path.endswith("/slow") and not release.is_set():
-            await asyncio.sleep(0.01)
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    return handle
+def stack(tmp_path: Path) -> Iterator[HeldWorld]:
+    """A JWKS endpoint, an upstream that holds ``/mcp/slow`` until released, and the policy file."""
+    with held_world(tmp_path / "policy.yaml", _policy) as world:
+        yield world
 
 
 @dataclass
@@ -136,7 +108,7 @@ class Running:
 
 
 @contextmanager
-def enforcer(stack: Stack, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
+def enforcer(stack: HeldWorld, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
     """``enforcer serve`` in a subprocess, ready; output to a file (a full pipe would stall the workers)."""
     port, admin_port = free_port(), free_port()
     log = tmp_path / f"enforcer-{port}.log"
@@ -260,7 +232,8 @@ def _check_no_identity(scrape: Scrape) -> None:
 
 
 @pytest.mark.parametrize("in_files", [False, True], ids=["in-memory", "PROMETHEUS_MULTIPROC_DIR"])
-def test_single_process_exports_every_family_with_exact_counts(stack: Stack, tmp_path: Path, in_files: bool) -> None:
+def test_single_process_exports_every_family_with_exact_counts(stack: HeldWorld, tmp_path: Path,
+                                                                in_files: bool) -> None:
     """One process, its values in memory or (when the operator sets the directory) in files."""
     version_hash = load_policy([stack.policy]).version_hash
     env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)} if in_files else {}
@@ -301,15 +274,6 @@ def _inflight_by_pid(directory: Path) -> dict[int, float]:
     return found
 
 
-def _wait_for(condition, what: str, timeout: float = 15):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _hold_one(base: str, key: SigningKey) -> threading.Thread:
     """A request that stays in flight until the upstream is released (or its worker dies)."""
     token = sign(key, claims(client_id="agent-zq7"))
@@ -325,7 +289,7 @@ def _hold_one(base: str, key: SigningKey) -> threading.Thread:
     return thread
 
 
-def test_two_workers_sum_counts_and_a_killed_worker_stops_counting(stack: Stack, tmp_path: Path) -> None:
+def test_two_workers_sum_counts_and_a_killed_worker_stops_counting(stack: HeldWorld, tmp_path: Path) -> None:
     version_hash = load_policy([stack.policy]).version_hash
     values_dir = tmp_path / "prometheus"
     _stale_counter(values_dir)
@@ -343,11 +307,11 @@ def test_two_workers_sum_counts_and_a_killed_worker_stops_counting(stack: Stack,
         _check_no_identity(after)
 
         _hold_one(running.base, stack.key)
-        _wait_for(lambda: running.scrape().value("enforcer_inflight_requests") == 1, "the request in flight")
+        wait_for(lambda: running.scrape().value("enforcer_inflight_requests") == 1, "the request in flight")
         busy = next(pid for pid, value in _inflight_by_pid(values_dir).items() if value == 1)
         assert busy in {w["pid"] for w in workers}
         os.kill(busy, signal.SIGKILL)
-        _wait_for(lambda: httpx.get(f"{running.admin}/readyz").status_code == 503, "readyz to fail")
+        wait_for(lambda: httpx.get(f"{running.admin}/readyz").status_code == 503, "readyz to fail")
         ready = httpx.get(f"{running.admin}/readyz").json()
         assert {w["pid"]: w["alive"] for w in ready["workers"]}[busy] is False
         assert httpx.get(f"{running.admin}/healthz").status_code == 503
@@ -359,7 +323,7 @@ def test_two_workers_sum_counts_and_a_killed_worker_stops_counting(stack: Stack,
         assert running.stop() == 0, running.log.read_text()
 
 
-def test_workers_refuse_a_memory_nonce_cache_and_a_shared_audit_file(stack: Stack, tmp_path: Path) -> None:
+def test_workers_refuse_a_memory_nonce_cache_and_a_shared_audit_file(stack: HeldWorld, tmp_path: Path) -> None:
     """Each worker would keep its own nonces, so one signed request could be replayed to another;
     and each would append to, rotate and chain one audit file on its own."""
     ports = ["--port", str(free_port()), "--admin-port", str(free_port())]
