@@ -16,6 +16,7 @@ run: $(BIN)/enforcer         ## the example policy in front of the demo upstream
 
 test: $(BIN)/enforcer        ## every test, then lint and the shipped policies
 	$(BIN)/enforcer policy validate policies/
+	$(BIN)/enforcer policy test policies/
 	$(BIN)/ruff check enforcer tests
 	$(BIN)/pytest
 

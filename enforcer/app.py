@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import signal
 import time
 from typing import Any
 
@@ -23,24 +24,23 @@ from starlette.types import Receive, Scope, Send
 
 from enforcer.auth.httpsig import SignatureVerifier
 from enforcer.auth.jwks import KeyCache
-from enforcer.auth.keys import SignatureKeyring
-from enforcer.auth.keysources import make_source
 from enforcer.auth.replay import ReplayCache, make_replay_cache
-from enforcer.auth.tokens import TokenVerifier
 from enforcer.clock import Clock, SystemClock
 from enforcer.config import Settings
 from enforcer.context import Outcome, RequestInfo
 from enforcer.errors import BodyTooLarge, EnforcerError, Reason
-from enforcer.metadata import WELL_KNOWN, MetadataIndex, challenge, metadata_document
+from enforcer.metadata import WELL_KNOWN, challenge, metadata_document
 from enforcer.observability.audit import AuditLog, audit_record, build_audit_log
 from enforcer.observability.metrics import Metrics
 from enforcer.observability.tracing import Tracing, make_tracing
-from enforcer.pipeline import Authorized, Pipeline
+from enforcer.pipeline import Authorized
 from enforcer.policy.loader import Policy
 from enforcer.policy.model import Resource
 from enforcer.proxy import headers as hdr
 from enforcer.proxy.forward import Forwarder, ForwardPlan, StreamAborted, request_chunks
+from enforcer.reload import PolicyReloader, cancel, run_in_background
 from enforcer.routing import Route
+from enforcer.state import PolicyState, Services
 
 log = logging.getLogger("enforcer.app")
 
@@ -63,8 +63,9 @@ class EnforcerApp:
         audit: AuditLog | None = None,
         tracing: Tracing | None = None,
         verify_tokens: bool = True,
+        policy_paths: tuple[str, ...] = (),
+        reload_on_sighup: bool = False,
     ) -> None:
-        self.policy = policy
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
         self.metrics.preinitialise([r.id for r in policy.resources], list(policy.issuers),
@@ -75,18 +76,16 @@ class EnforcerApp:
         self.audit = audit
         self.tracing = tracing
         self.http = httpx.AsyncClient(transport=http_transport, follow_redirects=False, timeout=5.0)
-        self.keys = {
-            issuer_id: KeyCache(issuer, make_source(issuer, self.http), self.clock)
-            for issuer_id, issuer in policy.issuers.items()
-        }
         self.replay = replay or make_replay_cache(None, self.clock)
-        self.signatures = {r.id: self._signature_verifier(r) for r in policy.resources if r.signatures is not None}
-        self.pipeline = Pipeline(policy, TokenVerifier(self.keys, self.clock), self.signatures)
-        for issuer_id, cache in self.keys.items():
-            cache.on_fetch = lambda ok, issuer_id=issuer_id: self.metrics.jwks_fetch(issuer_id, ok)
+        self._services = Services(self.http, self.clock, self.replay, self.metrics.jwks_fetch)
+        #: the policy in force and all that is derived from it; a request reads it once, at its start
+        self.state = PolicyState.build(policy, self._services)
         self.forwarder = Forwarder()
-        self._metadata = MetadataIndex(policy.resources)
+        self._key_tasks: dict[int, asyncio.Task[None]] = {}  # id(key cache) -> its refresh loop
         self._tasks: list[asyncio.Task[None]] = []
+        self.reloader = PolicyReloader(policy_paths, lambda: self.state.policy, self._swap,
+                                       self.metrics.policy_reload) if policy_paths else None
+        self._reload_on_sighup = reload_on_sighup
         # Only the benchmark harness sets this (it is not reachable from a policy or the CLI).
         self._verify_tokens = verify_tokens
 
@@ -96,18 +95,41 @@ class EnforcerApp:
         the replay store, audit sinks and tracing that the settings and environment ask for."""
         clock = SystemClock()
         return cls(policy, clock=clock, replay=make_replay_cache(settings.replay_store, clock),
-                   audit=build_audit_log(settings.audit), tracing=make_tracing())
+                   audit=build_audit_log(settings.audit), tracing=make_tracing(),
+                   policy_paths=settings.policy_paths, reload_on_sighup=True)
 
-    def _signature_verifier(self, resource: Resource) -> SignatureVerifier:
-        config = resource.signatures
-        assert config is not None
-        keyring = SignatureKeyring(resource.id, config.keys, config.algorithms, self.clock, self.http)
-        route = Route.for_resource(resource)
-        return SignatureVerifier(config, keyring, self.replay, self.clock, resource_id=resource.id,
-                                 public_scheme=route.public_scheme, public_host=route.public_host)
+    # the policy in force, for callers outside a request (a request keeps the state it started with)
+    @property
+    def policy(self) -> Policy:
+        return self.state.policy
 
-    def _key_caches(self) -> list[KeyCache]:
-        return [*self.keys.values(), *(c for v in self.signatures.values() for c in v.keyring.caches)]
+    @property
+    def keys(self) -> dict[str, KeyCache]:
+        return self.state.keys
+
+    @property
+    def signatures(self) -> dict[str, SignatureVerifier]:
+        return self.state.signatures
+
+    # -- policy reload ------------------------------------------------------------------
+
+    async def _start_key_caches(self, state: PolicyState) -> None:
+        """Fetch the keys of every cache of ``state`` not yet running, then keep them fresh."""
+        fresh = [cache for cache in state.key_caches() if id(cache) not in self._key_tasks]
+        await asyncio.gather(*(cache.refresh("startup") for cache in fresh))
+        for cache in fresh:
+            self._key_tasks[id(cache)] = asyncio.ensure_future(cache.run())
+
+    async def _swap(self, policy: Policy) -> None:
+        """Put a validated policy in force: build its state (reusing unchanged key caches),
+        fetch the new keys, swap, then stop the refresh loops of caches no longer used."""
+        state = PolicyState.build(policy, self._services, previous=self.state)
+        await self._start_key_caches(state)
+        self.metrics.preinitialise([r.id for r in policy.resources], list(policy.issuers))
+        self.state = state
+        self.metrics.set_policy(policy.version_hash)
+        in_use = {id(cache) for cache in state.key_caches()}
+        await cancel([self._key_tasks.pop(key) for key in list(self._key_tasks) if key not in in_use])
 
     # -- lifespan -----------------------------------------------------------------------
 
@@ -115,16 +137,18 @@ class EnforcerApp:
         await self.forwarder.start()
         if self.audit is not None:
             await self.audit.start()
-        caches = self._key_caches()
-        await asyncio.gather(*(keys.refresh("startup") for keys in caches))
-        self._tasks = [asyncio.ensure_future(keys.run()) for keys in caches]
+        await self._start_key_caches(self.state)
+        if self.reloader is not None:
+            self._tasks.append(run_in_background(self.reloader.watch()))
+            if self._reload_on_sighup:
+                asyncio.get_running_loop().add_signal_handler(
+                    signal.SIGHUP, lambda: run_in_background(self.reloader.reload("SIGHUP")))  # type: ignore[union-attr]
 
     async def shutdown(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self.reloader is not None and self._reload_on_sighup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        await cancel([*self._tasks, *self._key_tasks.values()])
+        self._tasks, self._key_tasks = [], {}
         await self.forwarder.close()
         await self.http.aclose()
         await self.replay.close()
@@ -132,17 +156,22 @@ class EnforcerApp:
             await self.audit.close()  # drains the queue before the process exits
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        issuers = {issuer_id: keys.status() for issuer_id, keys in self.keys.items()}
-        for issuer_id, keys in self.keys.items():
+        """Ready when every key cache of the policy in force has keys. A refused reload does not
+        make the process unready (the last good policy serves); the document says so."""
+        state = self.state
+        issuers = {issuer_id: keys.status() for issuer_id, keys in state.keys.items()}
+        for issuer_id, keys in state.keys.items():
             self.metrics.jwks_keys.labels(issuer_id).set(len(keys.keys))
             if issuers[issuer_id]["age_seconds"] is not None:
                 self.metrics.jwks_age.labels(issuer_id).set(issuers[issuer_id]["age_seconds"])
         signature_keys = {cache.issuer.id: cache.status()
-                          for verifier in self.signatures.values() for cache in verifier.keyring.caches}
+                          for verifier in state.signatures.values() for cache in verifier.keyring.caches}
         ready = all(status["ready"] for status in (*issuers.values(), *signature_keys.values()))
-        document = {"ready": ready, "policy": self.policy.version_hash, "issuers": issuers}
+        document = {"ready": ready, "policy": state.policy.version_hash, "issuers": issuers}
         if signature_keys:
             document["signature_keys"] = signature_keys
+        if self.reloader is not None:
+            document["policy_reload"] = self.reloader.status()
         return ready, document
 
     # -- ASGI ---------------------------------------------------------------------------
@@ -174,19 +203,20 @@ class EnforcerApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        state = self.state  # this request's policy, to its end, whatever a reload swaps in meanwhile
         request = _request_info(scope)
         outcome = Outcome()
         resource: Resource | None = None
         self.metrics.inflight.inc()
         try:
             if request.method in ("GET", "HEAD") and request.raw_path.startswith(WELL_KNOWN.encode()):
-                if await self._serve_metadata(request, send, outcome):
+                if await self._serve_metadata(state, request, send, outcome):
                     return
-            route = self.pipeline.route(request, outcome)
+            route = state.pipeline.route(request, outcome)
             resource = route.resource
             authorized = None
             if self._verify_tokens:
-                authorized = await self.pipeline.authorize(request, route, outcome, _body_reader(request, receive))
+                authorized = await state.pipeline.authorize(request, route, outcome, _body_reader(request, receive))
             outcome.reason = Reason.ALLOWED
             forward_started = time.perf_counter()
             try:
@@ -217,7 +247,7 @@ class EnforcerApp:
                     log.exception("tracing failed", extra={"request_id": request.request_id})
             if self.audit is not None:
                 await self.audit.submit(audit_record(request, outcome, allowed=allowed, seconds=seconds,
-                                                     policy_hash=self.policy.version_hash, now=self.clock.time()))
+                                                     policy_hash=state.policy.version_hash, now=self.clock.time()))
 
     def _record(self, request: RequestInfo, outcome: Outcome, allowed: bool, seconds: float) -> None:
         """The metrics of one finished request, from its outcome."""
@@ -229,15 +259,17 @@ class EnforcerApp:
             metrics.upstream_response(outcome.resource_id, outcome.status)
         elif outcome.reason is Reason.REPLAY_CACHE_UNAVAILABLE:
             metrics.replay_cache_error()
+        if outcome.decision is not None and outcome.decision.shadow is not None:
+            metrics.shadow_decision(outcome.resource_id, outcome.decision.shadow.result)
 
-    async def _serve_metadata(self, request: RequestInfo, send: Send, outcome: Outcome) -> bool:
+    async def _serve_metadata(self, state: PolicyState, request: RequestInfo, send: Send, outcome: Outcome) -> bool:
         path = request.raw_path.decode("latin-1") + (
             "?" + request.query_string.decode("latin-1") if request.query_string else "")
-        resource = self._metadata.lookup(path, (request.header(b"host") or b"").decode("latin-1"))
+        resource = state.metadata.lookup(path, (request.header(b"host") or b"").decode("latin-1"))
         if resource is None:
             return False
         outcome.resource_id, outcome.reason, outcome.status = resource.id, Reason.ALLOWED, 200
-        body = json.dumps(metadata_document(resource, self.policy.issuers)).encode()
+        body = json.dumps(metadata_document(resource, state.policy.issuers)).encode()
         await send({"type": "http.response.start", "status": 200, "headers": [
             _JSON, (b"cache-control", b"public, max-age=300"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": b"" if request.method == "HEAD" else body})

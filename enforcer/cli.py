@@ -2,7 +2,9 @@
 
     enforcer serve --policy PATH [--policy PATH ...] [--host H] [--port P] [--admin-port P] [--workers N]
                    [--shutdown-grace-seconds S]
-    enforcer policy validate PATH...
+    enforcer policy validate PATH... [--format text|json] [--warnings-as-errors]
+    enforcer policy explain --policy PATH (--claims JSON|@FILE | --token T --no-verify) --path P [...]
+    enforcer policy test PATH... [--junit FILE]
     enforcer audit verify FILE... [--public-key FILE] | enforcer audit show FILE... [filters]
     enforcer token [--sub S] [--client-id C] [--scope "a b"] [--aud URI]   (development only)
     enforcer demo                                                          (development only)
@@ -29,7 +31,8 @@ from enforcer.config import Settings
 from enforcer.observability.audit_cli import add_audit_commands, add_serve_audit_options, audit_problem, audit_settings
 from enforcer.observability.logging import configure as configure_logging
 from enforcer.observability.metricsdir import MULTIPROC_ENV, prepare_configured_directory
-from enforcer.policy.loader import PolicyLoadError, load_policy
+from enforcer.policy import report as policy_report
+from enforcer.policy.loader import check_policy
 from enforcer.signing import DEFAULT_COMPONENTS
 
 EXAMPLE_POLICY = Path("policies/example.yaml")
@@ -73,9 +76,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     policy = commands.add_parser("policy", help="work with policy files").add_subparsers(metavar="ACTION")
-    validate = policy.add_parser("validate", help="check policy files; exit 1 listing every problem")
+    validate = policy.add_parser(
+        "validate", help="check policy files; exit 1 listing every problem",
+        description="Report every error and warning of the policy made of PATH..., sorted by file, line and "
+                    "column. Errors refuse the policy (exit 1); warnings flag legal but dangerous choices and "
+                    "fail only with --warnings-as-errors.")
     validate.add_argument("paths", nargs="+", metavar="PATH")
+    validate.add_argument("--format", choices=["text", "json"], default="text",
+                          help="text: file:line:col: [warning: ]code: message lines; json: one document on stdout")
+    validate.add_argument("--warnings-as-errors", action="store_true", help="exit 1 when there is any warning")
     validate.set_defaults(run=_validate)
+    from enforcer.policy.schema import add_schema_command
+    add_schema_command(policy)
+    from enforcer.policy.policy_cli import add_policy_commands
+    add_policy_commands(policy)
     add_audit_commands(commands)
 
     token = commands.add_parser("token", help="mint a token from the local dev issuer (development only)")
@@ -118,22 +132,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_or_report(paths: Sequence[str]):  # type: ignore[no-untyped-def]
-    try:
-        return load_policy(paths)
-    except PolicyLoadError as exc:
-        for problem in exc.problems:
+    """The policy, each of its warnings logged once; or ``None`` after printing every problem."""
+    checked = check_policy(paths)
+    if checked.policy is None:
+        for problem in checked.problems:
             print(problem, file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+        print(policy_report.summary(checked), file=sys.stderr)
         return None
+    for warning in checked.policy.warnings:
+        log.warning("policy warning: %s", warning, extra={"policy_warning": warning.as_json()})
+    return checked.policy
 
 
 def _validate(args: argparse.Namespace) -> int:
-    policy = _load_or_report(args.paths)
-    if policy is None:
-        return 1
-    print(f"ok: {len(policy.files)} file(s), {len(policy.issuers)} issuer(s), "
-          f"{len(policy.resources)} resource(s), policy {policy.version_hash}")
-    return 0
+    render = policy_report.as_json if args.format == "json" else policy_report.as_text
+    status, out, err = render(check_policy(args.paths), warnings_as_errors=args.warnings_as_errors)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return status
 
 
 def _worker_count(text: str) -> int:
@@ -303,6 +319,7 @@ async def _run_servers(settings: Settings, policy, extra: Sequence[uvicorn.Confi
     """
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, lambda *_: None)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app's startup takes it over for reloads
     from enforcer.admin import create_admin_app
     from enforcer.app import EnforcerApp
     from enforcer.worker import SERVER_SETTINGS

@@ -72,24 +72,62 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class ConditionResult:
+    """One condition of a rule, evaluated: the rule key it comes from (``methods``, ``scopes``,
+    ...), whether it held, and a description that names the patterns, never the caller's
+    claim values (traces go to debug logs)."""
+
+    condition: str
+    holds: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class RuleTrace:
-    """How one rule fared: ``matched`` and, when not, the first condition that failed."""
+    """How one rule fared: ``matched`` and, when not, the first condition that failed
+    (``detail``); ``conditions`` holds every condition's result, in evaluation order."""
 
     rule: str
     effect: str
     matched: bool
     detail: str
+    mode: str = "enforce"  # or "shadow": evaluated and recorded, never enforced
+    conditions: tuple[ConditionResult, ...] = ()
+
+    def record(self) -> dict[str, Any]:
+        """The trace as JSON (``policy explain --format json``, debug logs)."""
+        return {"rule": self.rule, "effect": self.effect, "mode": self.mode, "matched": self.matched,
+                "detail": self.detail,
+                "conditions": [{"condition": c.condition, "holds": c.holds, "detail": c.detail}
+                               for c in self.conditions]}
+
+
+@dataclass(frozen=True)
+class ShadowResult:
+    """What the policy would answer if its shadow rules were enforced too; present on a
+    ``Decision`` only when that answer differs from the live one (see ``policy/engine.py``)."""
+
+    result: str  # "would_deny" | "would_allow": the metric label and the audit ``decision``
+    reason: Reason
+    rule: str | None = None
+    required_scopes: tuple[str, ...] = ()
+
+    def record(self) -> dict[str, str | None]:
+        """The audit record's ``shadow`` field."""
+        return {"decision": self.result, "rule": self.rule, "reason": str(self.reason)}
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The policy's answer. ``required_scopes`` is set for ``insufficient_scope``."""
+    """The policy's answer. ``required_scopes`` is set for ``insufficient_scope``; ``shadow``
+    when the resource has shadow rules and they would have answered differently."""
 
     allowed: bool
     reason: Reason
     rule: str | None = None
     required_scopes: tuple[str, ...] = ()
     trace: tuple[RuleTrace, ...] = ()
+    shadow: ShadowResult | None = None
 
 
 @dataclass

@@ -10,6 +10,7 @@ is read at most once (``_Body``) and forwarded as read.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from enforcer.policy.loader import Policy
 from enforcer.routing import METHOD, Route, Router, clean_path
 
 BodyReader = Callable[[int], Awaitable[bytes]]
+log = logging.getLogger("enforcer.policy")
 
 
 @dataclass(frozen=True)
@@ -57,19 +59,15 @@ class Pipeline:
         self.router = Router(policy.resources)
         self.verifier = verifier
         self.signatures = signatures or {}
-        self.rules = {r.id: ResourcePolicy(r.rules) for r in policy.resources}
-        self.explain = False  # per-rule traces on live requests (debugging only)
+        self.rules = compile_rules(policy)
+        # per-rule traces on live requests, logged at debug level: only when that level is on
+        self.explain = log.isEnabledFor(logging.DEBUG)
 
     def route(self, request: RequestInfo, outcome: Outcome) -> Route:
         """Stages 2-3: an unambiguous method and path, then the resource that owns it."""
-        if not METHOD.match(request.method):
-            raise InvalidRequest("the method must be an upper-case token such as GET or POST")
-        path = clean_path(request.raw_path)
+        path = request_path(request)
         outcome.path = path
-        host = (request.header(b"host") or b"").decode("latin-1")
-        route = self.router.route(host, path)
-        if route is None:
-            raise NoRoute("no protected resource is served at this path")
+        route = select_route(self.router, request, path)
         outcome.resource_id = route.resource.id
         return route
 
@@ -103,8 +101,42 @@ class Pipeline:
                                                   explain=self.explain)
         stages["policy"] = clock() - now
         outcome.decision = decision
+        if self.explain:
+            log_decision(request, resource.id, decision)
         raise_for_decision(decision)
         return Authorized(principal, decision, body.value)
+
+
+def compile_rules(policy: Policy) -> dict[str, ResourcePolicy]:
+    """Each resource's compiled rules, by resource id (``policy explain`` and ``policy test``
+    compile them through here too)."""
+    return {resource.id: ResourcePolicy.for_resource(resource) for resource in policy.resources}
+
+
+def request_path(request: RequestInfo) -> str:
+    """Stage 3: the method must be an upper-case token and the path unambiguous; the decoded path."""
+    if not METHOD.match(request.method):
+        raise InvalidRequest("the method must be an upper-case token such as GET or POST")
+    return clean_path(request.raw_path)
+
+
+def select_route(router: Router, request: RequestInfo, path: str) -> Route:
+    """Stage 2: the resource that owns ``path`` (and the Host header, for resources that name one)."""
+    host = (request.header(b"host") or b"").decode("latin-1")
+    route = router.route(host, path)
+    if route is None:
+        raise NoRoute("no protected resource is served at this path")
+    return route
+
+
+def log_decision(request: RequestInfo, resource_id: str, decision: Decision) -> None:
+    """The decision trace of one live request, at debug level: rule ids and condition results,
+    which name patterns of the policy, never the token or the caller's claim values."""
+    log.debug("policy decision", extra={
+        "request_id": request.request_id, "resource": resource_id,
+        "decision": "allow" if decision.allowed else "deny", "reason": str(decision.reason), "rule": decision.rule,
+        "trace": [trace.record() for trace in decision.trace],
+        "shadow": decision.shadow.record() if decision.shadow is not None else None})
 
 
 def raise_for_decision(decision: Decision) -> None:

@@ -59,6 +59,7 @@ def worker_main(settings: Settings, policy: Policy, listener: socket.socket, sta
     stop = StopFlag()  # before uvicorn takes over the signals, and after it hands them back
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app's startup takes it over for reloads
     started = asyncio.run(_serve_worker(settings, policy, listener, Path(status_path), stop))
     sys.exit(0 if started else 3)
 

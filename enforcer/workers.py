@@ -23,6 +23,9 @@ new connections evenly over the sockets. The parent serves only the admin listen
     503 once any worker has exited. Nothing here restarts a worker: capacity would be
     lost silently, so the process reports itself unhealthy and the orchestrator restarts it.
 
+SIGHUP to the parent is passed on to every worker, which reloads the policy (each also
+watches the policy files itself: ``enforcer.reload``).
+
 SIGTERM or SIGINT to the parent stops the admin listener and sends SIGTERM to every worker.
 A worker stops accepting, gives its requests in flight ``--shutdown-grace-seconds`` to
 finish (uvicorn's graceful shutdown; what still runs then, a long event stream say, is
@@ -40,6 +43,7 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -88,10 +92,12 @@ def serve(settings: Settings, policy: Policy, count: int) -> int:
     stop = StopFlag()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until there are workers to pass it on to
     listeners = bind_listeners(settings.host, settings.port, count)
     # set in the environment before any worker starts: prometheus_client reads it once, at import
     with metrics_directory() as metrics_dir, tempfile.TemporaryDirectory(prefix="enforcer-run-") as run_dir:
         pool = WorkerPool(settings, policy, Path(run_dir), metrics_dir)
+        signal.signal(signal.SIGHUP, lambda *_: pool.reload())  # each worker reloads its own policy
         try:
             try:
                 pool.start(listeners)
@@ -235,6 +241,13 @@ class WorkerPool:
         return (max(0.0, self.settings.shutdown_grace_seconds) + max(0.0, self.settings.audit.drain_seconds)
                 + STOP_MARGIN_SECONDS)
 
+    def reload(self) -> None:
+        """SIGHUP to every living worker: each reloads the policy files (they also watch them)."""
+        for worker in self.workers:
+            if worker.process.is_alive() and worker.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.process.pid, signal.SIGHUP)
+
     def stop(self) -> None:
         """SIGTERM to every worker, time to finish and drain (``stop_seconds``), then SIGKILL
         for any still running."""
@@ -273,7 +286,12 @@ class WorkerPool:
         now = time.time()
         states = [_worker_state(worker, now) for worker in self.workers]
         ready = all(state["ready"] for state in states)
-        return ready, {"ready": ready, "policy": self.policy.version_hash, "workers": states}
+        # each worker reloads on its own: the policy of the pod is the one they all report (null
+        # while a reload is still reaching some of them); a refused reload shows as degraded
+        hashes = {state.get("policy") for state in states}
+        policy = hashes.pop() if len(hashes) == 1 else None
+        degraded = any(state.get("policy_reload", {}).get("degraded") for state in states)
+        return ready, {"ready": ready, "policy": policy, "policy_degraded": degraded, "workers": states}
 
 
 def _worker_state(worker: Worker, now: float) -> dict[str, Any]:

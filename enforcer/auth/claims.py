@@ -65,7 +65,7 @@ def check_claims(claims: dict[str, Any], issuer: Issuer, now: int) -> CheckedCla
         value = claims.get(name)
         if value is not None and not 0 <= value <= MAX_NUMERIC_DATE:
             raise InvalidToken(f"the token's {name} claim is not a plausible NumericDate")
-    audiences = _audiences(claims.get("aud"))
+    audiences = parse_audiences(claims.get("aud"))
     scope = claims.get("scope", "")
     if not isinstance(scope, str) or not _SCOPE.match(scope):
         raise InvalidToken("the scope claim must be scope tokens separated by single spaces (RFC 6749 3.3)")
@@ -88,7 +88,8 @@ def _required_string(claims: dict[str, Any], name: str) -> str:
     return value
 
 
-def _audiences(aud: Any) -> frozenset[str]:
+def parse_audiences(aud: Any) -> frozenset[str]:
+    """The canonical forms of an ``aud`` claim, or ``InvalidToken`` (``policy explain`` shares it)."""
     values = [aud] if isinstance(aud, str) else aud
     if not isinstance(values, list) or not values or len(values) > MAX_AUD_ENTRIES:
         raise InvalidToken("the token's aud claim must be a string or a short array of strings")

@@ -66,7 +66,8 @@ def audit_record(request: RequestInfo, outcome: Outcome, *, allowed: bool, secon
         "duration_ms": round(seconds * 1000, 3),
         "stages_ms": {stage: round(value * 1000, 3) for stage, value in outcome.stages.items()},
         "policy": policy_hash,
-        "shadow": [],
+        # only when shadow rules would have answered differently (policy/engine.py)
+        "shadow": decision.shadow.record() if decision is not None and decision.shadow is not None else None,
     }
 
 

@@ -25,8 +25,9 @@ from enforcer.errors import Reason
 STAGES = ("token", "signature", "inspection", "policy", "upstream")
 CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 JWKS_RESULTS = ("success", "failure")
-RELOAD_RESULTS = ("success", "failure")
+RELOAD_RESULTS = ("success", "error")
 AUDIT_RESULTS = ("written", "failed", "dropped")
+SHADOW_RESULTS = ("would_deny", "would_allow")
 _STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -60,10 +61,14 @@ class Metrics:
         self.replay_cache_errors = Counter("enforcer_replay_cache_errors_total",
                                            "Nonce-cache operations that failed (requests refused, fail closed).",
                                            registry=r)
+        self.shadow_decisions = Counter("enforcer_shadow_decisions_total",
+                                        "Requests that shadow rules would have answered differently, by resource "
+                                        "and what they would have done.", ["resource", "result"], registry=r)
         # label children bound once per label set: a labels() lookup per request costs more
         self._request_children: dict[tuple[str, bool, Reason], tuple[Any, Any]] = {}
         self._stage_children = {stage: self.stages.labels(stage) for stage in STAGES}
         self._upstream_children: dict[tuple[str, int], Any] = {}
+        self._shadow_children: dict[tuple[str, str], Any] = {}
         self._policy_hash: str | None = None
 
     def preinitialise(self, resource_ids: list[str], issuer_ids: list[str] = (), sinks: list[str] = ()) -> None:  # type: ignore[assignment]
@@ -77,6 +82,8 @@ class Metrics:
             for reason in Reason:
                 if reason is not Reason.ALLOWED:
                     self.requests.labels(resource, "deny", reason)
+            for result in SHADOW_RESULTS:  # every resource: a reload that adds shadow rules needs no new series
+                self.shadow_decisions.labels(resource, result)
         for issuer in issuer_ids:
             self.jwks_keys.labels(issuer)
             for result in JWKS_RESULTS:
@@ -114,7 +121,7 @@ class Metrics:
         self.jwks_fetches.labels(issuer, "success" if ok else "failure").inc()
 
     def policy_reload(self, ok: bool) -> None:
-        self.policy_reloads.labels("success" if ok else "failure").inc()
+        self.policy_reloads.labels("success" if ok else "error").inc()
 
     def set_policy(self, version_hash: str) -> None:
         """This process reports exactly one policy at 1: the one in force.
@@ -134,3 +141,11 @@ class Metrics:
 
     def replay_cache_error(self) -> None:
         self.replay_cache_errors.inc()
+
+    def shadow_decision(self, resource: str, result: str) -> None:
+        """A request whose shadow decision differed from the live one; ``result`` is
+        ``would_deny`` or ``would_allow`` (``ShadowResult.result``)."""
+        child = self._shadow_children.get((resource, result))
+        if child is None:
+            child = self._shadow_children[(resource, result)] = self.shadow_decisions.labels(resource, result)
+        child.inc()

@@ -4,45 +4,50 @@ Each check yields located ``PolicyProblem``s; none stops at the first. These are
 mistakes that would otherwise fail open or fail confusingly at run time: unsafe
 algorithms, two key sources, a resource trusting an issuer nobody defined, an insecure
 JWKS URL, two resources claiming the same route, or a condition the engine cannot yet
-evaluate (an ignored condition would widen a rule).
+evaluate (an ignored condition would widen a rule). Each message starts with the field path
+of what it is about; an issuer id nobody defined comes with the closest id that exists.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from enforcer.policy.loader import SourceFile
 from enforcer.policy.model import ASYMMETRIC_ALGORITHMS, SIGNATURE_ALGORITHMS, Issuer, Resource, Rule, Signatures
-from enforcer.policy.problems import PolicyProblem, field_path, position
+from enforcer.policy.problems import PolicyProblem, close_match, located, position
 from enforcer.routing import DOT_OR_EMPTY_SEGMENT, METHOD
 
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 _UNSUPPORTED = "cannot be enforced by this version of the enforcer; the policy is refused rather than run without it"
 
 
-def check_sources(sources: Sequence[SourceFile], *, complete: bool = True) -> list[PolicyProblem]:
-    """All semantic problems of ``sources``; ``complete`` is false when some files failed to
-    parse, and then references to issuer ids are not checked (their target may be there)."""
+def check_sources(sources: Sequence[SourceFile], *, complete: bool = True,
+                  issuer_ids: Iterable[str] = ()) -> list[PolicyProblem]:
+    """All semantic problems of ``sources`` (partial ones too: see ``SourceFile``).
+    ``issuer_ids`` are issuer ids written in the files whose issuer has errors of its own;
+    ``complete`` is false when some issuer id could not be read (a file is not YAML, an id is
+    missing), and then references to issuer ids are not checked (their target may be there)."""
     problems: list[PolicyProblem] = []
-    known_issuers = {i.id for s in sources for i in s.model.issuers} if complete else None
+    known_issuers = {i.id for s in sources for i in s.model.issuers} | set(issuer_ids) if complete else None
     seen_issuers: dict[str, str] = {}  # id -> where it was first defined
     seen_resources: dict[str, str] = {}
     seen_routes: dict[tuple[str | None, str], str] = {}  # (host, prefix) -> resource id
     seen_identifiers: dict[str, str] = {}  # resource identifier -> resource id
     for source in sources:
-        def report(loc: tuple[Any, ...], code: str, message: str, source: SourceFile = source) -> None:
-            line, col = position(source.tree, loc)
-            problems.append(PolicyProblem(source.path, line, col, code, f"{field_path(loc)}: {message}"))
+        def report(loc: tuple[Any, ...], code: str, message: str, suggestion: str | None = None,
+                   source: SourceFile = source) -> None:
+            problems.append(located(source.path, source.tree, source.tree_loc(loc), code, message,
+                                    suggestion=suggestion))
 
         def where(loc: tuple[Any, ...], source: SourceFile = source) -> str:
-            line, col = position(source.tree, loc)
+            line, col = position(source.tree, source.tree_loc(loc))
             return f"{source.path}:{line}:{col}"
 
-        for i, issuer in enumerate(source.model.issuers):
+        for i, issuer in source.issuers():
             loc = ("issuers", i)
             if issuer.id in seen_issuers:
                 report((*loc, "id"), "duplicate_id", f"issuer id {issuer.id!r} is already defined at "
@@ -50,7 +55,7 @@ def check_sources(sources: Sequence[SourceFile], *, complete: bool = True) -> li
             seen_issuers.setdefault(issuer.id, where((*loc, "id")))
             for sub, code, message in _issuer_problems(issuer):
                 report((*loc, *sub), code, message)
-        for r, resource in enumerate(source.model.resources):
+        for r, resource in source.resources():
             loc = ("resources", r)
             if resource.id in seen_resources:
                 report((*loc, "id"), "duplicate_id", f"resource id {resource.id!r} is already defined at "
@@ -69,7 +74,11 @@ def check_sources(sources: Sequence[SourceFile], *, complete: bool = True) -> li
                 report((*loc, "resource"), "duplicate_resource",
                        f"resource {seen_identifiers[resource.resource]!r} already uses this identifier")
             seen_identifiers.setdefault(resource.resource, resource.id)
-            for sub, code, message in _resource_problems(resource, known_issuers):
+            for s, issuer_id in enumerate(resource.issuers):
+                if known_issuers is not None and issuer_id not in known_issuers:
+                    report((*loc, "issuers", s), "unknown_issuer", f"no issuer has id {issuer_id!r}",
+                           close_match(issuer_id, known_issuers))
+            for sub, code, message in _resource_problems(resource):
                 report((*loc, *sub), code, message)
     return problems
 
@@ -103,7 +112,7 @@ def _issuer_problems(issuer: Issuer) -> Found:
             "discovery: true needs an https issuer (plain http is accepted only for loopback hosts)"
 
 
-def _resource_problems(resource: Resource, known_issuers: set[str] | None) -> Found:
+def _resource_problems(resource: Resource) -> Found:
     if msg := _resource_identifier_problem(resource.resource):
         yield ("resource",), "invalid_value", msg
     if msg := _upstream_problem(resource.upstream):
@@ -116,9 +125,6 @@ def _resource_problems(resource: Resource, known_issuers: set[str] | None) -> Fo
             f"{prefix!r} must be a plain absolute path such as /mcp (no *, %-escapes or dot segments)"
     if not resource.issuers:
         yield ("issuers",), "invalid_value", "list at least one issuer id"
-    for i, issuer_id in enumerate(resource.issuers):
-        if known_issuers is not None and issuer_id not in known_issuers:
-            yield ("issuers", i), "unknown_issuer", f"no issuer has id {issuer_id!r}"
     for s, scope in enumerate(resource.scopes_supported):
         if not _SCOPE_TOKEN.match(scope):
             yield ("scopes_supported", s), "invalid_value", f"{scope!r} is not a valid scope token"

@@ -13,20 +13,44 @@ Combining algorithm, for the rules of one resource, in file order:
    step-up rule: one challenge with the full set, not only the missing ones).
 5. Otherwise the default: deny with ``no_matching_rule``.
 
-Every evaluation returns a per-rule trace, so ``policy explain`` and debug logs can
-say which condition failed.
+Shadow rules (``mode: shadow`` on a rule, or on a resource, which makes every rule of it a
+shadow rule) are evaluated and recorded, never enforced, so a rule can be watched against
+real traffic before it can refuse anyone:
+
+- The *live* decision, the one the request gets, comes from the enforce-mode rules alone,
+  by the algorithm above: adding or removing a shadow rule never changes an answer.
+- A resource in shadow mode still authenticates every request (the token must verify;
+  signatures and body checks apply as configured), but its rules refuse nothing: the live
+  decision is allow, reason ``allowed``, with no rule. This is the only way a request is
+  allowed without an allow rule, and it has to be asked for by name on the resource.
+- The *shadow* decision is what the same algorithm concludes over all the rules, shadow
+  and enforce-mode alike, in file order.
+- When they differ, the ``Decision`` carries a ``ShadowResult``: ``would_deny`` when the
+  shadow decision denies, ``would_allow`` when it allows. They differ when one allows and
+  the other denies, or when both deny with another reason or rule (the client would get a
+  different refusal). Two allows by different rules do not differ: the client's answer is
+  the same. Only differences are recorded, because the question an operator asks before
+  switching a rule to ``enforce`` is which requests would change.
+
+Rules with ``mcp:`` conditions (MCP methods and tools) are not evaluated yet, shadow or not:
+``checks.py`` refuses them when the policy loads, so no rule is ever silently widened.
+
+Resources without shadow rules pay nothing for this: ``has_shadow`` is decided when the
+policy is compiled, and their live path evaluates the rules exactly once, stopping at the
+first applying deny. ``explain`` (``policy explain``, ``policy test``, debug logs) evaluates
+every condition of every rule and returns the per-rule trace.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
-from enforcer.context import Decision, Principal, RuleTrace
+from enforcer.context import ConditionResult, Decision, Principal, RuleTrace, ShadowResult
 from enforcer.errors import Reason
 from enforcer.policy.conditions import GlobSet
-from enforcer.policy.model import Rule
+from enforcer.policy.model import Resource, Rule
 
 
 class Operation(NamedTuple):
@@ -38,75 +62,177 @@ class Operation(NamedTuple):
 
 
 Check = Callable[[Principal, Operation], bool]
+NO_MATCH = Decision(False, Reason.NO_MATCHING_RULE)
+#: the live answer of a resource in shadow mode: authenticated, and no rule enforced
+UNENFORCED = Decision(True, Reason.ALLOWED)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One compiled condition: the rule key it comes from, its predicate, and the words for
+    either result (patterns only: traces reach debug logs, claim values must not)."""
+
+    key: str
+    check: Check
+    holds: str
+    fails: str
+
+    @classmethod
+    def of(cls, key: str, subject: str, values: str, check: Check) -> Condition:
+        return cls(key, check, f"{subject} in [{values}]", f"{subject} not in [{values}]")
+
+    def result(self, principal: Principal, op: Operation) -> ConditionResult:
+        holds = self.check(principal, op)
+        return ConditionResult(self.key, holds, self.holds if holds else self.fails)
 
 
 @dataclass(frozen=True)
 class CompiledRule:
     id: str
+    index: int  # position among the resource's rules (file order)
     deny: bool
-    checks: tuple[tuple[str, Check], ...]  # (description, predicate), cheap ones first
+    shadow: bool
+    conditions: tuple[Condition, ...]  # cheap ones first; scopes are checked after them
     scopes: frozenset[str]
     scope_list: tuple[str, ...]
-    allows: Decision  # this rule's allow, built once (the common answer, without a trace)
+    decides: Decision  # this rule's allow or deny, built once (the common answers, without a trace)
+    needs_scopes: Decision  # this rule's insufficient_scope answer
 
     @classmethod
-    def compile(cls, rule: Rule) -> CompiledRule:
-        checks: list[tuple[str, Check]] = []
+    def compile(cls, rule: Rule, index: int = 0, *, shadow: bool = False) -> CompiledRule:
+        conditions: list[Condition] = []
         if rule.methods is not None:
             # GET implies HEAD: upstream frameworks answer HEAD with the GET handler
             methods = frozenset(rule.methods) | ({"HEAD"} if "GET" in rule.methods else set())
-            checks.append((f"method not in [{', '.join(rule.methods)}]", lambda p, op: op.method in methods))
+            conditions.append(Condition.of("methods", "method", ", ".join(rule.methods),
+                                           lambda p, op: op.method in methods))
         if rule.client_ids is not None:
             clients = GlobSet.compile(rule.client_ids)
-            checks.append((f"client_id not in [{clients}]", lambda p, op: clients.matches(p.client_id)))
+            conditions.append(Condition.of("client_ids", "client_id", str(clients),
+                                           lambda p, op: clients.matches(p.client_id)))
         if rule.subjects is not None:
             subjects = GlobSet.compile(rule.subjects)
-            checks.append((f"sub not in [{subjects}]", lambda p, op: subjects.matches(p.sub)))
+            conditions.append(Condition.of("subjects", "sub", str(subjects), lambda p, op: subjects.matches(p.sub)))
         if rule.paths is not None:
             paths = GlobSet.compile(rule.paths)
-            checks.append((f"path not in [{paths}]", lambda p, op: paths.matches(op.path)))
+            conditions.append(Condition.of("paths", "path", str(paths), lambda p, op: paths.matches(op.path)))
         scopes = tuple(rule.scopes or ())
-        allows = Decision(True, Reason.ALLOWED, rule.id)
-        return cls(rule.id, rule.effect == "deny", tuple(checks), frozenset(scopes), scopes, allows)
+        deny = rule.effect == "deny"
+        decides = Decision(False, Reason.DENIED_BY_RULE, rule.id) if deny else Decision(True, Reason.ALLOWED, rule.id)
+        needs_scopes = Decision(False, Reason.INSUFFICIENT_SCOPE, rule.id, required_scopes=scopes)
+        return cls(rule.id, index, deny, shadow or rule.mode == "shadow", tuple(conditions), frozenset(scopes),
+                   scopes, decides, needs_scopes)
 
-    def evaluate(self, principal: Principal, op: Operation) -> tuple[bool, bool, str]:
-        """(conditions other than scopes hold, scopes hold, why not)."""
-        for description, check in self.checks:
-            if not check(principal, op):
-                return False, False, description
-        if self.scopes <= principal.scopes:
-            return True, True, "all conditions hold"
-        return True, False, f"missing scopes [{', '.join(sorted(self.scopes - principal.scopes))}]"
+    def evaluate(self, principal: Principal, op: Operation) -> tuple[bool, bool]:
+        """(conditions other than scopes hold, scopes hold), stopping at the first failure."""
+        for condition in self.conditions:
+            if not condition.check(principal, op):
+                return False, False
+        return True, self.scopes <= principal.scopes
+
+    def explain(self, principal: Principal, op: Operation) -> RuleTrace:
+        """Every condition's result, none skipped; ``detail`` names the first that failed."""
+        results = [condition.result(principal, op) for condition in self.conditions]
+        if self.scope_list:
+            missing = self.scopes - principal.scopes
+            results.append(ConditionResult("scopes", not missing, f"missing scopes [{', '.join(sorted(missing))}]"
+                                           if missing else f"scopes [{', '.join(self.scope_list)}] granted"))
+        failed = next((result.detail for result in results if not result.holds), None)
+        return RuleTrace(self.id, "deny" if self.deny else "allow", failed is None, failed or "all conditions hold",
+                         "shadow" if self.shadow else "enforce", tuple(results))
+
+
+#: per rule, by ``CompiledRule.index``: (its conditions other than scopes hold, its scopes hold)
+Results = Sequence[tuple[bool, bool]]
+
+
+def combine(rules: Iterable[CompiledRule], principal: Principal, op: Operation, results: Results | None = None,
+            ) -> Decision:
+    """Steps 2 to 5 of the algorithm, over ``rules`` in file order; stops at the first applying
+    deny. Each rule is evaluated when reached, unless ``results`` already holds its outcome."""
+    first_allow: CompiledRule | None = None
+    first_scope_gap: CompiledRule | None = None
+    for rule in rules:
+        others_hold, scopes_hold = rule.evaluate(principal, op) if results is None else results[rule.index]
+        if others_hold and scopes_hold:
+            if rule.deny:
+                return rule.decides
+            if first_allow is None:
+                first_allow = rule
+        elif others_hold and not rule.deny and first_scope_gap is None:
+            first_scope_gap = rule
+    if first_allow is not None:
+        return first_allow.decides
+    if first_scope_gap is not None:
+        return first_scope_gap.needs_scopes
+    return NO_MATCH
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A fully traced evaluation: the live ``decision`` (with every rule's trace and the
+    shadow result, if any) and ``full``, the decision with every rule enforced, shadow ones
+    too (None when the resource has no shadow rules)."""
+
+    decision: Decision
+    full: Decision | None
 
 
 class ResourcePolicy:
     """The compiled rules of one resource."""
 
-    def __init__(self, rules: tuple[Rule, ...]) -> None:
-        self.rules = tuple(CompiledRule.compile(rule) for rule in rules)
+    def __init__(self, rules: Sequence[Rule], *, shadow: bool = False) -> None:
+        self.rules = tuple(CompiledRule.compile(rule, i, shadow=shadow) for i, rule in enumerate(rules))
+        self.enforced = tuple(rule for rule in self.rules if not rule.shadow)
+        self.shadow_resource = shadow
+        #: decided once, here: without shadow rules a request evaluates nothing more than before
+        self.has_shadow = shadow or len(self.enforced) != len(self.rules)
+
+    @classmethod
+    def for_resource(cls, resource: Resource) -> ResourcePolicy:
+        return cls(resource.rules, shadow=resource.mode == "shadow")
 
     def decide(self, principal: Principal, op: Operation, *, explain: bool = True) -> Decision:
-        """The decision; with ``explain`` it carries one ``RuleTrace`` per rule evaluated (the
-        live request path leaves it off: the trace is for ``policy explain`` and debugging)."""
-        trace: list[RuleTrace] = []
-        first_allow: CompiledRule | None = None
-        first_scope_gap: CompiledRule | None = None
-        for rule in self.rules:
-            others_hold, scopes_hold, detail = rule.evaluate(principal, op)
-            applies = others_hold and scopes_hold
-            if explain:
-                trace.append(RuleTrace(rule.id, "deny" if rule.deny else "allow", applies, detail))
-            if not applies:
-                if others_hold and not rule.deny and first_scope_gap is None:
-                    first_scope_gap = rule
-                continue
-            if rule.deny:
-                return Decision(False, Reason.DENIED_BY_RULE, rule.id, trace=tuple(trace))
-            if first_allow is None:
-                first_allow = rule
-        if first_allow is not None:
-            return Decision(True, Reason.ALLOWED, first_allow.id, trace=tuple(trace)) if explain else first_allow.allows
-        if first_scope_gap is not None:
-            return Decision(False, Reason.INSUFFICIENT_SCOPE, first_scope_gap.id,
-                            required_scopes=first_scope_gap.scope_list, trace=tuple(trace))
-        return Decision(False, Reason.NO_MATCHING_RULE, trace=tuple(trace))
+        """The live decision; with ``explain`` it carries one ``RuleTrace`` per rule (the live
+        request path leaves it off: the trace is for ``policy explain`` and debugging)."""
+        if explain:
+            return self.explain(principal, op).decision
+        if not self.has_shadow:
+            return combine(self.rules, principal, op)
+        results = [rule.evaluate(principal, op) for rule in self.rules]
+        return with_shadow(self._live(principal, op, results), combine(self.rules, principal, op, results))
+
+    def explain(self, principal: Principal, op: Operation) -> Explanation:
+        """Every rule and every condition evaluated, with the same combining as ``decide``."""
+        traces = tuple(rule.explain(principal, op) for rule in self.rules)
+        results = [_holds(trace) for trace in traces]
+        live = self._live(principal, op, results)
+        full = combine(self.rules, principal, op, results) if self.has_shadow else None
+        decision = with_shadow(live, full) if full is not None else live
+        return Explanation(replace(decision, trace=traces), full)
+
+    def _live(self, principal: Principal, op: Operation, results: Results) -> Decision:
+        if self.shadow_resource:
+            return UNENFORCED
+        return combine(self.enforced, principal, op, results)
+
+
+def _holds(trace: RuleTrace) -> tuple[bool, bool]:
+    """(conditions other than scopes hold, scopes hold), read back from a trace."""
+    others = all(c.holds for c in trace.conditions if c.condition != "scopes")
+    return others, all(c.holds for c in trace.conditions if c.condition == "scopes")
+
+
+def differs(live: Decision, full: Decision) -> bool:
+    """Whether enforcing the shadow rules would change what the client is told."""
+    if live.allowed != full.allowed:
+        return True
+    return not live.allowed and (live.reason, live.rule) != (full.reason, full.rule)
+
+
+def with_shadow(live: Decision, full: Decision) -> Decision:
+    """``live``, carrying the shadow result when ``full`` differs from it."""
+    if not differs(live, full):
+        return live
+    result = "would_allow" if full.allowed else "would_deny"
+    return replace(live, shadow=ShadowResult(result, full.reason, full.rule, full.required_scopes))

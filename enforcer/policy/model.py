@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic_core import PydanticCustomError
 
 Str = StrictStr
 Int = StrictInt
@@ -34,45 +35,84 @@ class Model(BaseModel):
 class Issuer(Model):
     """An authorization server whose access tokens are accepted."""
 
-    id: Str = Field(description="Name that resources use to reference this issuer.")
-    issuer: Str = Field(description="Exact value of the `iss` claim (byte-wise comparison).")
-    jwks_uri: Str | None = Field(None, description="HTTPS URL of the issuer's JWKS.")
-    jwks_file: Str | None = Field(None, description="JWKS file, relative to the policy file.")
-    discovery: Bool = Field(False, description="Find jwks_uri via RFC 8414, then OpenID discovery.")
+    id: Str = Field(description="Name that resources use to reference this issuer; unique across all policy files.")
+    issuer: Str = Field(
+        description="Exact value of the tokens' `iss` claim, compared byte for byte (a trailing slash matters).")
+    jwks_uri: Str | None = Field(
+        None, description="HTTPS URL of the issuer's JWKS (plain http only for loopback hosts). "
+                          "Give exactly one of `jwks_uri`, `jwks_file` or `discovery: true`.")
+    jwks_file: Str | None = Field(
+        None, description="JWKS file with the issuer's public keys, relative to this policy file; re-read "
+                          "every `jwks_refetch_interval_seconds`. One of the three key sources.")
+    discovery: Bool = Field(
+        False, description="Find `jwks_uri` in the issuer's RFC 8414 metadata, then OpenID discovery; needs an "
+                           "https `issuer`. One of the three key sources.")
     algorithms: tuple[Str, ...] = Field(
-        ("ES256", "EdDSA", "RS256", "PS256"), description="Allowed JWS algorithms (case-sensitive)."
-    )
+        ("ES256", "EdDSA", "RS256", "PS256"),
+        description="JWS `alg` values accepted for this issuer's tokens (case-sensitive, at least one). Only "
+                    "asymmetric algorithms: `none` and HS256/384/512 are refused at load time.")
     token_types: tuple[Str, ...] = Field(
-        ("at+jwt", "application/at+jwt"), description="Accepted `typ` header values (RFC 9068)."
-    )
-    clock_skew_seconds: Int = Field(30, ge=0, le=300, description="Leeway for exp, nbf and iat.")
+        ("at+jwt", "application/at+jwt"),
+        description="Accepted values of the token's `typ` header (RFC 9068; compared case-insensitively). "
+                    "Tokens without a listed `typ`, such as ID tokens, are refused.")
+    clock_skew_seconds: Int = Field(
+        30, ge=0, le=300, description="Leeway in seconds for the `exp`, `nbf` and `iat` claims (0 to 300).")
     jwks_refetch_interval_seconds: Int = Field(
-        10, ge=1, le=3600, description="Minimum interval between refetches caused by an unknown kid."
-    )
-    jwks_min_cache_seconds: Int = Field(60, ge=1, description="Lower bound on Cache-Control max-age.")
-    jwks_max_cache_seconds: Int = Field(3600, ge=1, description="Upper bound on Cache-Control max-age.")
-    max_token_bytes: Int = Field(8192, ge=256, le=65536, description="Largest accepted token.")
+        10, ge=1, le=3600,
+        description="Seconds between key-set refetches that a token with an unknown `kid` may cause "
+                    "(at most one per interval, 1 to 3600); also how often a `jwks_file` is re-read.")
+    jwks_min_cache_seconds: Int = Field(
+        60, ge=1, description="Fewest seconds a fetched key set is kept, whatever its Cache-Control max-age says.")
+    jwks_max_cache_seconds: Int = Field(
+        3600, ge=1, description="Most seconds a fetched key set is kept, whatever its Cache-Control max-age says "
+                                "(also the lifetime when no max-age is sent); at least `jwks_min_cache_seconds`.")
+    max_token_bytes: Int = Field(
+        8192, ge=256, le=65536,
+        description="Largest access token accepted, in bytes (256 to 65536); a longer token is refused unparsed.")
 
 
 class Match(Model):
-    path_prefix: Str = Field("/", description="Path prefix, matched on segment boundaries.")
-    host: Str | None = Field(None, description="Exact authority (host[:port]) the request must name.")
+    """Which requests belong to a resource. The longest matching prefix wins; for the same
+    prefix, a resource that names a host wins over one that does not."""
+
+    path_prefix: Str = Field(
+        "/", description="Absolute path prefix, matched on segment boundaries (`/mcp` matches `/mcp` and "
+                         "`/mcp/x`, not `/mcpx`); it is replaced by the upstream's path when forwarding. "
+                         "No `*`, %-escapes or dot segments.")
+    host: Str | None = Field(
+        None, description="Authority (host[:port]) the request must be addressed to; absent: any host.")
 
 
 class Limits(Model):
-    max_body_bytes: Int = Field(1048576, ge=0, description="Largest body read for inspection (413 above).")
+    """Bounds on what is read from a request."""
+
+    max_body_bytes: Int = Field(
+        1048576, ge=0,
+        description="Largest request body, in bytes, read into memory when the body must be inspected (MCP "
+                    "header checks, Content-Digest); a larger one is answered 413. Bodies that need no "
+                    "inspection are streamed and not limited here.")
 
 
 class Timeouts(Model):
-    connect_seconds: Float = Field(5.0, gt=0, le=300, description="Upstream connect timeout.")
-    read_seconds: Float = Field(60.0, gt=0, le=86400, description="Upstream idle-read timeout.")
+    """Time limits towards the upstream; exceeding one is answered 504."""
+
+    connect_seconds: Float = Field(
+        5.0, gt=0, le=300, description="Seconds to wait for a connection to the upstream (more than 0, at most 300).")
+    read_seconds: Float = Field(
+        60.0, gt=0, le=86400,
+        description="Seconds the upstream may take to start its answer, and the longest pause while a "
+                    "non-streamed answer is relayed (event streams have no idle limit; at most 86400).")
 
 
 class McpCondition(Model):
-    methods: Globs | None = None
-    tools: Globs | None = None
-    resources: Globs | None = None
-    prompts: Globs | None = None
+    """Conditions on the MCP JSON-RPC request body. Not enforced by this version: a policy with
+    an `mcp` condition is refused at load time rather than run without it."""
+
+    methods: Globs | None = Field(None, description="Globs for the JSON-RPC `method`, e.g. `tools/call`.")
+    tools: Globs | None = Field(None, description="Globs for the tool name (`params.name` of `tools/call`).")
+    resources: Globs | None = Field(
+        None, description="Globs for the resource URI (`params.uri` of `resources/read`).")
+    prompts: Globs | None = Field(None, description="Globs for the prompt name (`params.name` of `prompts/get`).")
 
 
 #: RFC 9421 signature algorithms. ``hmac-sha256`` needs a key configured as a shared secret.
@@ -81,18 +121,24 @@ SIGNATURE_ALGORITHMS = ("ed25519", "ecdsa-p256-sha256", "ecdsa-p384-sha384", "rs
 
 
 class SignatureKeys(Model):
-    """Where the agents' signing keys come from. ``keyid`` only ever selects among these."""
+    """Where the agents' verification keys come from (at least one source). A signature's
+    `keyid` only ever selects among these keys; it is never fetched."""
 
-    jwks_file: Str | None = Field(None, description="JWKS of agent public keys, relative to the policy file.")
-    jwks_uri: Str | None = Field(None, description="HTTPS URL of a JWKS of agent public keys.")
+    jwks_file: Str | None = Field(
+        None, description="JWKS of agent public keys, relative to this policy file (not together with jwks_uri).")
+    jwks_uri: Str | None = Field(
+        None, description="HTTPS URL of a JWKS of agent public keys (plain http only for loopback hosts).")
     from_token_cnf: Bool = Field(
-        False, description="Use the access token's `cnf.jwk` (or check `cnf.jkt` against the key set)."
+        False, description="Use the access token's `cnf.jwk` (or check `cnf.jkt` against the key set), so a "
+                           "signature is bound to the token it travels with."
     )
     shared_secrets_file: Str | None = Field(
-        None, description="JWKS of `oct` keys for hmac-sha256, relative to the policy file; keep it secret."
+        None, description="JWKS of `oct` keys for hmac-sha256, relative to this policy file; keep it secret. "
+                          "Needs `hmac-sha256` in `algorithms`."
     )
     jwks_refetch_interval_seconds: Int = Field(
-        10, ge=1, le=3600, description="Minimum interval between key-set refetches caused by an unknown keyid."
+        10, ge=1, le=3600,
+        description="Seconds between key-set refetches that an unknown `keyid` may cause (1 to 3600)."
     )
 
 
@@ -104,46 +150,102 @@ class Signatures(Model):
         ("@method", "@target-uri", "authorization", "content-digest"),
         description="Components every accepted signature must cover (`content-digest` only when a body is sent).",
     )
-    algorithms: tuple[Str, ...] = Field(SIGNATURE_ALGORITHMS, description="Allowed RFC 9421 algorithms.")
-    max_age_seconds: Int = Field(300, ge=1, le=86400, description="Oldest accepted `created`.")
-    clock_skew_seconds: Int = Field(30, ge=0, le=300, description="Leeway for `created` and `expires`.")
-    require_nonce: Bool = Field(False, description="Demand a `nonce`, each accepted once per key within max age.")
-    tag: Str | None = Field(None, description="When set, only signatures with this `tag` count.")
-    keys: SignatureKeys = Field(SignatureKeys(), description="Key sources (at least one).")
+    algorithms: tuple[Str, ...] = Field(
+        SIGNATURE_ALGORITHMS,
+        description="Accepted RFC 9421 algorithms (at least one; default: all six). `hmac-sha256` also needs "
+                    "`keys.shared_secrets_file`.")
+    max_age_seconds: Int = Field(
+        300, ge=1, le=86400,
+        description="Oldest accepted `created`, in seconds before now (plus `clock_skew_seconds`; 1 to 86400).")
+    clock_skew_seconds: Int = Field(
+        30, ge=0, le=300, description="Leeway in seconds for `created` and `expires` (0 to 300).")
+    require_nonce: Bool = Field(
+        False, description="Demand a `nonce`, each accepted once per key within `max_age_seconds` (replay "
+                           "protection; shared across replicas with a Redis replay store).")
+    tag: Str | None = Field(None, description="When set, only signatures with this `tag` count (not empty).")
+    keys: SignatureKeys = Field(SignatureKeys(), description="Where agents' keys come from (at least one source).")
 
 
 class Rule(Model):
     """One rule: every condition it states must match (an absent condition matches anything)."""
 
-    id: Str
-    effect: Literal["allow", "deny"]
-    client_ids: Globs | None = Field(None, description="`client_id` claim globs.")
-    subjects: Globs | None = Field(None, description="`sub` claim globs.")
-    scopes: tuple[Str, ...] | None = Field(None, description="Scopes that must all be granted.")
-    methods: tuple[Str, ...] | None = Field(None, description="HTTP methods (upper case).")
-    paths: Globs | None = Field(None, description="Request path globs (`*` spans segments).")
-    mcp: McpCondition | None = Field(None, description="MCP JSON-RPC conditions.")
+    id: Str = Field(
+        description="Name of the rule, unique within its resource; named in refusals (`rule`) and audit records.")
+    effect: Literal["allow", "deny"] = Field(
+        description="What a match means. Any matching `deny` wins; otherwise any matching `allow` allows; "
+                    "otherwise the request is denied.")
+    mode: Literal["enforce", "shadow"] = Field(
+        "enforce", description="`shadow`: evaluated and recorded (audit `shadow`, a metric), never enforced.")
+    client_ids: Globs | None = Field(
+        None, description="Globs for the token's `client_id` claim (only `*` is special; it matches any "
+                          "characters, `/` included). Absent: any client.")
+    subjects: Globs | None = Field(None, description="Globs for the token's `sub` claim. Absent: any subject.")
+    scopes: tuple[Str, ...] | None = Field(
+        None, description="Scopes the token must all hold (exact names). A request allowed but for missing "
+                          "scopes is answered 403 insufficient_scope listing all of them. Absent: none needed.")
+    methods: tuple[Str, ...] | None = Field(
+        None, description="HTTP methods in upper case (`GET` also covers `HEAD`). Absent: any method.")
+    paths: Globs | None = Field(
+        None, description="Globs for the decoded request path, written in full (including the resource's "
+                          "`path_prefix`); `*` spans segments. Absent: any path.")
+    mcp: McpCondition | None = Field(
+        None, description="Conditions on the MCP JSON-RPC body. Not enforced by this version: a rule that "
+                          "uses it is refused at load time.")
 
 
 class Resource(Model):
     """One protected resource: an RFC 8707 identifier in front of one upstream."""
 
-    id: Str
-    resource: Str = Field(description="RFC 8707 identifier; tokens must carry it in `aud`.")
-    match: Match = Match()
-    upstream: Str = Field(description="Base URL the matched requests are forwarded to.")
-    issuers: tuple[Str, ...] = Field(description="Ids of the issuers whose tokens are accepted.")
-    scopes_supported: tuple[Str, ...] = ()
-    resource_name: Str | None = None
-    forward_token: Bool = Field(False, description="Forward the inbound Authorization header upstream.")
-    public_origin: Str | None = Field(None, description="External scheme://authority; default from resource.")
-    limits: Limits = Limits()
-    timeouts: Timeouts = Timeouts()
-    signatures: Signatures | None = None
-    rules: tuple[Rule, ...] = ()
+    id: Str = Field(
+        description="Name of the resource, unique across all policy files; used in metrics, audit records and "
+                    "logs, and as the default `resource_name`.")
+    resource: Str = Field(
+        description="RFC 8707 resource identifier: an absolute https URL (plain http only for loopback hosts), "
+                    "no fragment. Tokens must carry it in `aud`; the RFC 9728 metadata URL derives from it.")
+    match: Match = Field(Match(), description="Which requests belong to this resource.")
+    upstream: Str = Field(
+        description="Base http(s) URL, without query or fragment, that matched requests are forwarded to; the "
+                    "rest of the path after `match.path_prefix` is appended.")
+    issuers: tuple[Str, ...] = Field(
+        description="Ids of the issuers (defined in any loaded policy file) whose tokens are accepted; at least one.")
+    scopes_supported: tuple[Str, ...] = Field(
+        (), description="Scopes advertised in the RFC 9728 metadata and in challenges to clients that sent no "
+                        "token. Informational: the rules decide what a scope grants.")
+    resource_name: Str | None = Field(
+        None, description="Human-readable name in the RFC 9728 metadata; absent: the resource `id`.")
+    forward_token: Bool = Field(
+        False, description="Pass the agent's `Authorization` header (and its `Signature` / `Signature-Input`) "
+                           "to the upstream. Off: the upstream sees only the X-Enforcer-* identity headers.")
+    public_origin: Str | None = Field(
+        None, description="External scheme://host[:port] (no path) that clients call; used for "
+                          "X-Forwarded-Proto/-Host and the signature components `@scheme`, `@authority` and "
+                          "`@target-uri`. Absent: the origin of `resource`.")
+    limits: Limits = Field(Limits(), description="Bounds on what is read from requests.")
+    timeouts: Timeouts = Field(Timeouts(), description="Time limits towards the upstream.")
+    signatures: Signatures | None = Field(
+        None, description="RFC 9421 request signatures this resource demands; absent: signatures are not checked.")
+    mode: Literal["enforce", "shadow"] = Field(
+        "enforce", description="`shadow`: every rule of the resource is a shadow rule; tokens are still verified.")
+    rules: tuple[Rule, ...] = Field(
+        (), description="Access rules: any matching `deny` wins, else any matching `allow`, else the request is "
+                        "denied (a resource without rules denies everything).")
 
 
 class PolicyFile(Model):
-    version: Literal[1]
-    issuers: tuple[Issuer, ...] = ()
-    resources: tuple[Resource, ...] = ()
+    """One policy file. Several files may be loaded together; ids are unique across all of them."""
+
+    version: Literal[1] = Field(description="Version of the policy file format; only `1` exists.")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_an_integer(cls, value: object) -> object:
+        """``Literal[1]`` alone would take ``true`` and ``1.0`` (they equal 1 in Python): refuse them."""
+        if type(value) is not int:
+            raise PydanticCustomError("literal_error", "Input should be 1")
+        return value
+    issuers: tuple[Issuer, ...] = Field(
+        (), description="Authorization servers whose access tokens are trusted; resources of any loaded file "
+                        "refer to them by id.")
+    resources: tuple[Resource, ...] = Field(
+        (), description="Protected resources: each routes a path prefix (and optionally a host) to one upstream "
+                        "and has its own rules.")

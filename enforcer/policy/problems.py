@@ -2,32 +2,78 @@
 
 Positions come from ruamel.yaml's round-trip tree; messages use YAML words ("a list", "the
 string '30'") rather than Python or pydantic ones, because security engineers read them.
+Every problem inside the document names its field path (``resources[0].rules[2].scopes``)
+both in ``path`` and at the start of its message; a misspelt key or value carries the
+closest allowed spelling in ``suggestion`` (and says so: ``did you mean 'client_ids'?``).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError
+
+from enforcer.policy.model import PolicyFile
+
+ERROR = "error"
+#: legal but dangerous: the policy loads (and is served); ``--warnings-as-errors`` refuses it
+WARNING = "warning"
 
 
 @dataclass(frozen=True, order=True)
 class PolicyProblem:
-    """One located problem; ``str()`` gives ``file:line:col: code: message``."""
+    """One located problem; ``str()`` gives ``file:line:col: code: message`` for an error and
+    ``file:line:col: warning: code: message`` for a warning. Problems sort by file, line and
+    column. ``path`` is the field path the message starts with (empty when the problem is
+    about the file as a whole: unreadable, not YAML, not a mapping)."""
 
     file: str
     line: int
     col: int
     code: str
     message: str
-    severity: str = "error"
+    severity: str = ERROR
+    path: str = field(default="", compare=False)
+    suggestion: str | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.code}: {self.message}"
+        label = "" if self.severity == ERROR else f"{self.severity}: "
+        return f"{self.file}:{self.line}:{self.col}: {label}{self.code}: {self.message}"
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"file": self.file, "line": self.line, "col": self.col, "severity": self.severity,
+                               "code": self.code, "path": self.path or None, "message": self.message}
+        if self.suggestion is not None:
+            out["suggestion"] = self.suggestion
+        return out
+
+
+def located(name: str, tree: Any, loc: Sequence[Any], code: str, message: str, *,
+            severity: str = ERROR, suggestion: str | None = None) -> PolicyProblem:
+    """A problem at ``loc`` of the YAML tree; the message is prefixed with the field path and,
+    with a ``suggestion``, ends in ``did you mean ...?``."""
+    line, col = position(tree, loc)
+    path = field_path(loc)
+    text = f"{path}: {message}" + (f"; did you mean {suggestion!r}?" if suggestion is not None else "")
+    return PolicyProblem(name, line, col, code, text, severity, path, suggestion)
+
+
+def close_match(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate ``word`` was most likely meant to be, if one is close (case aside)."""
+    by_folded: dict[str, str] = {}
+    for candidate in candidates:
+        if candidate != word:
+            by_folded.setdefault(candidate.casefold(), candidate)
+    found = difflib.get_close_matches(word.casefold(), list(by_folded), n=1, cutoff=0.6)
+    return by_folded[found[0]] if found else None
 
 
 def not_a_mapping(name: str, tree: Any) -> PolicyProblem:
@@ -39,9 +85,16 @@ def not_a_mapping(name: str, tree: Any) -> PolicyProblem:
 
 
 def null_problem(name: str, tree: Any, loc: tuple[Any, ...]) -> PolicyProblem:
-    line, col = position(tree, loc)
-    message = f"{field_path(loc)}: the key has no value (null); give a value, or remove the key to use its default"
-    return PolicyProblem(name, line, col, "empty_value", message)
+    message = "the key has no value (null); give a value, or remove the key to use its default"
+    return located(name, tree, loc, "empty_value", message)
+
+
+def duplicate_key_problem(name: str, loc: tuple[Any, ...], key_mark: Any, mapping_mark: Any) -> PolicyProblem:
+    """A key written twice in one mapping, found in the composed YAML (see the loader)."""
+    where = f"line {mapping_mark.line + 1}, column {mapping_mark.column + 1}"
+    path = field_path(loc)
+    message = f"{path}: key {loc[-1]!r} appears twice in the mapping that starts at {where}; keep only one"
+    return PolicyProblem(name, key_mark.line + 1, key_mark.column + 1, "duplicate_key", message, path=path)
 
 
 def yaml_problem(name: str, exc: MarkedYAMLError) -> PolicyProblem:
@@ -87,21 +140,89 @@ def _describe(value: Any) -> str:
 
 def validation_problem(name: str, tree: Any, err: dict[str, Any]) -> PolicyProblem:
     loc = tuple(err["loc"])
-    line, col = position(tree, loc)
-    field = field_path(loc)
     kind = err["type"]
     code = _CODES.get(kind, "wrong_type" if kind.endswith("_type") else "invalid_value")
+    suggestion = None
     if kind == "extra_forbidden":
-        message = f"{field}: unknown key"
+        message = "unknown key"
+        suggestion = _key_suggestion(tree, loc)
     elif kind == "missing":
-        message = f"{field}: required key is missing"
+        message = "required key is missing"
     elif kind in _EXPECTED:
-        message = f"{field}: expected {_EXPECTED[kind]}, got {_describe(err['input'])}"
+        message = f"expected {_EXPECTED[kind]}, got {_describe(err['input'])}"
     elif str(err["msg"]).startswith("Input should be "):
-        message = f"{field}: must be {str(err['msg']).removeprefix('Input should be ')}, got {_describe(err['input'])}"
+        message = f"must be {str(err['msg']).removeprefix('Input should be ')}, got {_describe(err['input'])}"
+        if kind == "literal_error" and isinstance(err["input"], str):
+            suggestion = close_match(err["input"], [str(v) for v in _literal_values(loc)])
     else:
-        message = f"{field}: {err['msg']} (got {_describe(err['input'])})"
-    return PolicyProblem(name, line, col, code, message)
+        message = f"{err['msg']} (got {_describe(err['input'])})"
+    return located(name, tree, loc, code, message, suggestion=suggestion)
+
+
+def _key_suggestion(tree: Any, loc: tuple[Any, ...]) -> str | None:
+    """The allowed key of the mapping at ``loc[:-1]`` closest to the unknown ``loc[-1]``;
+    keys already written in that mapping are not offered (renaming would duplicate them)."""
+    model = _model_class(_annotation_at(loc[:-1]))
+    if model is None or not isinstance(loc[-1], str):
+        return None
+    node = _node_at(tree, loc[:-1])
+    written = set(node) if isinstance(node, dict) else set()
+    return close_match(loc[-1], [key for key in model.model_fields if key not in written])
+
+
+def _literal_values(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    annotation = _strip(_annotation_at(loc))
+    return typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else ()
+
+
+def _annotation_at(loc: Sequence[Any]) -> Any:
+    """The type the policy model declares at ``loc`` (``None`` when the path leaves the model)."""
+    current: Any = PolicyFile
+    for part in loc:
+        current = _strip(current)
+        if isinstance(part, int):
+            args = typing.get_args(current)
+            if typing.get_origin(current) not in (tuple, list) or not args:
+                return None
+            current = args[0]
+        else:
+            model = _model_class(current)
+            if model is None or part not in model.model_fields:
+                return None
+            current = model.model_fields[part].annotation
+    return current
+
+
+def _strip(annotation: Any) -> Any:
+    """``Annotated[X, ...]`` -> ``X``; ``X | None`` -> ``X``."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    annotation = _strip(annotation)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _node_at(tree: Any, loc: Sequence[Any]) -> Any:
+    node = tree
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return None
+    return node
 
 
 def field_path(loc: Sequence[Any]) -> str:

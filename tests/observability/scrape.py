@@ -20,6 +20,7 @@ FAMILIES: dict[str, tuple[str, frozenset[str]]] = {
     "enforcer_policy_info": ("gauge", frozenset({"version_hash"})),
     "enforcer_audit_records_total": ("counter", frozenset({"sink", "result"})),
     "enforcer_replay_cache_errors_total": ("counter", frozenset()),
+    "enforcer_shadow_decisions_total": ("counter", frozenset({"resource", "result"})),
 }
 _SUFFIXES = ("", "_total", "_bucket", "_sum", "_count", "_created")
 

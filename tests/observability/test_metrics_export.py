@@ -28,7 +28,7 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from enforcer.errors import Reason
-from enforcer.observability.metrics import CODE_CLASSES, STAGES
+from enforcer.observability.metrics import CODE_CLASSES, SHADOW_RESULTS, STAGES
 from enforcer.policy.loader import load_policy
 from tests.observability.scrape import Scrape, check_families
 from tests.support import (
@@ -185,12 +185,14 @@ def _check_preinitialised(scrape: Scrape, version_hash: str) -> None:
         assert scrape.value("enforcer_request_duration_seconds_count", resource=resource) == 0
         for code_class in CODE_CLASSES:
             assert scrape.value("enforcer_upstream_responses_total", resource=resource, code_class=code_class) == 0
+        for result in SHADOW_RESULTS:
+            assert scrape.value("enforcer_shadow_decisions_total", resource=resource, result=result) == 0
     for stage in STAGES:
         assert scrape.value("enforcer_stage_duration_seconds_count", stage=stage) == 0
     assert scrape.value("enforcer_jwks_fetch_total", issuer="test", result="failure") == 0
     assert scrape.value("enforcer_jwks_fetch_total", issuer="test", result="success") >= 1
     assert scrape.value("enforcer_jwks_keys", issuer="test") == 1
-    for result in ("success", "failure"):
+    for result in ("success", "error"):
         assert scrape.value("enforcer_policy_reload_total", result=result) == 0
     assert scrape.value("enforcer_policy_info", version_hash=version_hash) == 1
     assert scrape.value("enforcer_inflight_requests") == 0

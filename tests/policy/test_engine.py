@@ -243,9 +243,10 @@ TRACES = [
         RuleTrace("any-agent", "allow", True, "all conditions hold"),
         RuleTrace("block-admin", "deny", False, "path not in [/mcp/admin, /mcp/admin/*]"),
     ]),
-    ("deny-stops-evaluation", [ANY_AGENT, ADMIN_DENY, READ], principal(), "GET", "/mcp/admin", [
+    ("every-rule-traced-after-a-deny", [ANY_AGENT, ADMIN_DENY, READ], principal(), "GET", "/mcp/admin", [
         RuleTrace("any-agent", "allow", True, "all conditions hold"),
         RuleTrace("block-admin", "deny", True, "all conditions hold"),
+        RuleTrace("read", "allow", False, "missing scopes [tools:read]"),
     ]),
     ("each-failing-condition", [
         rule("m", methods=["POST"]), rule("c", client_ids=["bot-*"]), rule("s", subjects=["bob"]),
@@ -257,7 +258,7 @@ TRACES = [
         RuleTrace("p", "allow", False, "path not in [/api/*]"),
         RuleTrace("sc", "allow", False, "missing scopes [b, c]"),
     ]),
-    ("first-failing-condition-only", [
+    ("detail-names-the-first-failing-condition", [
         rule("all-wrong", "deny", methods=["POST"], client_ids=["bot"], subjects=["bob"], paths=["/x"], scopes=["z"]),
         rule("scopes-last", client_ids=["agent-42"], paths=["/x"], scopes=["z"]),
     ], principal(), "GET", "/mcp", [
@@ -271,7 +272,40 @@ TRACES = [
 @pytest.mark.parametrize(("rules", "who", "method", "path", "expected"), [t[1:] for t in TRACES],
                          ids=[t[0] for t in TRACES])
 def test_trace(rules: list[Rule], who: Principal, method: str, path: str, expected: list[RuleTrace]) -> None:
-    assert list(decide(rules, who, method, path).trace) == expected
+    """One trace per rule, in file order, whatever decided; ``detail`` names the first failing condition."""
+    summary = [RuleTrace(t.rule, t.effect, t.matched, t.detail) for t in decide(rules, who, method, path).trace]
+    assert summary == expected
+
+
+def test_trace_lists_every_condition_in_evaluation_order() -> None:
+    """Not only the first failure: every condition's result, scopes last."""
+    everything = rule("all-wrong", "deny", methods=["POST"], client_ids=["bot"], subjects=["alice"], paths=["/x"],
+                      scopes=["z", "a"])
+    (trace,) = decide([everything], principal(scopes="a"), "GET", "/mcp").trace
+    assert (trace.matched, trace.detail, trace.mode) == (False, "method not in [POST]", "enforce")
+    assert [(c.condition, c.holds, c.detail) for c in trace.conditions] == [
+        ("methods", False, "method not in [POST]"),
+        ("client_ids", False, "client_id not in [bot]"),
+        ("subjects", True, "sub in [alice]"),
+        ("paths", False, "path not in [/x]"),
+        ("scopes", False, "missing scopes [z]"),
+    ]
+    (granted,) = decide([rule("r", scopes=["b", "a"])], principal(scopes="a b"), "GET", "/mcp").trace
+    assert [(c.condition, c.holds, c.detail) for c in granted.conditions] == [("scopes", True, "scopes [b, a] granted")]
+    (bare,) = decide([rule("any")], principal(), "GET", "/mcp").trace
+    assert (bare.matched, bare.detail, bare.conditions) == (True, "all conditions hold", ())
+
+
+def test_traced_and_untraced_decisions_agree() -> None:
+    """The live path (no trace, stops at the first deny) and the explain path (every condition of
+    every rule) run one combining step: same answers over the whole combining table."""
+    for case in COMBINING:
+        policy = ResourcePolicy(tuple(case.rules))
+        traced = policy.decide(case.who, Operation(case.method, case.path))
+        untraced = policy.decide(case.who, Operation(case.method, case.path), explain=False)
+        assert untraced.trace == () and traced.trace != () or not case.rules
+        assert (traced.allowed, traced.reason, traced.rule, traced.required_scopes) == (
+            untraced.allowed, untraced.reason, untraced.rule, untraced.required_scopes), case.id
 
 
 def test_decision_is_reusable_and_stateless() -> None:
