@@ -338,6 +338,14 @@ def test_MS_26_shared_nonces_need_redis_before_anything_is_deployed(chart: Chart
         assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_without_roll_on_change_the_pods_reload_the_policy_in_place(chart: Chart) -> None:
+    annotations = chart.render(sets=("policy.rollOnChange=false",)).deployment["spec"]["template"]["metadata"]
+    assert "checksum/policy" not in (annotations.get("annotations") or {})
+    notes = chart.run("install", "demo", str(CHART), "--dry-run=client", "--set", "policy.rollOnChange=false")
+    assert notes.returncode == 0, notes.stderr
+    assert "reload a changed policy in place" in notes.stdout
+
+
 def test_own_policy_files_replace_the_placeholder(chart: Chart) -> None:
     data = chart.scenario("full").one("ConfigMap", "enforcer-full-policy")["data"]
     assert sorted(data) == ["api.yaml", "mcp.yaml"]
@@ -353,7 +361,7 @@ def test_existing_configmap_and_keys_secret(chart: Chart) -> None:
     assert mounts["keys"] == {"name": "keys", "mountPath": "/etc/enforcer/keys", "readOnly": True}
     assert mounts["policies"]["readOnly"] is True
     annotations = rendered.deployment["spec"]["template"]["metadata"].get("annotations") or {}
-    assert "checksum/policy" not in annotations  # not the chart's to hash: `kubectl rollout restart`
+    assert "checksum/policy" not in annotations  # not the chart's to hash: the pods reload it in place
     assert "keys" not in {v["name"] for v in chart.scenario("default").pod_spec["volumes"]}
 
 
