@@ -97,7 +97,8 @@ class Pipeline:
             outcome.mcp = tuple(message.summary() for message in messages)
             check_headers(request, messages)
             stages["inspection"] = (now := clock()) - started
-        decision = self.rules[resource.id].decide(principal, Operation(request.method, outcome.path),
+        operation = Operation(request.method, outcome.path, self.verifier.clock.time())
+        decision = self.rules[resource.id].decide(principal, operation,
                                                   explain=self.explain)
         stages["policy"] = clock() - now
         outcome.decision = decision

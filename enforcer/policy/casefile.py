@@ -37,13 +37,14 @@ from ruamel.yaml.error import MarkedYAMLError
 from enforcer.errors import Reason
 from enforcer.policy.evaluate import Probe
 from enforcer.policy.loader import to_plain
+from enforcer.policy.model import instant
 from enforcer.policy.problems import field_path, position
 
 MAX_CASE_FILE_BYTES = 4 * 1024 * 1024
 SHADOW_RESULTS = ("none", "would_deny", "would_allow")
 _TOP_KEYS = ("policy", "fixtures", "cases")
 _CASE_KEYS = ("name", "claims", "claims_fixture", "request", "expect")
-_REQUEST_KEYS = ("method", "path", "headers", "body")
+_REQUEST_KEYS = ("method", "path", "headers", "body", "time")
 _EXPECT_KEYS = ("allow", "decision", "status", "rule", "reason", "scopes", "shadow")
 _NOT_YET = {"filtered_tools": "tools/list filtering is not supported yet by this version of the enforcer; "
                               "remove the key (an expectation that cannot be checked is refused, not ignored)"}
@@ -221,9 +222,18 @@ class _Reader:
             self.problem((*loc, "path") if "path" in node else loc, "path must be the request target, e.g. /mcp/tools")
         headers = self.headers(node.get("headers", {}), (*loc, "headers"))
         body = self.body(node, loc)
+        at = self.instant(node["time"], (*loc, "time")) if "time" in node else None
         if not isinstance(method, str) or not isinstance(path, str) or headers is None:
             return None
-        return Probe(method, path, headers, body)
+        return Probe(method, path, headers, body, at)
+
+    def instant(self, node: Any, loc: tuple[Any, ...]) -> float | None:
+        """``time:`` pins the instant of a case (for time-boxed rules): an RFC 3339 date-time with a zone."""
+        try:
+            return instant(node).timestamp()
+        except (TypeError, ValueError) as exc:
+            self.problem(loc, f"time: must be {exc}")
+            return None
 
     def headers(self, node: Any, loc: tuple[Any, ...]) -> tuple[tuple[str, str], ...] | None:
         if not isinstance(node, dict):

@@ -59,6 +59,7 @@ class Operation(NamedTuple):
 
     method: str
     path: str
+    now: float = 0.0  # seconds since the epoch: the instant time-boxed rules are judged at
 
 
 Check = Callable[[Principal, Operation], bool]
@@ -84,6 +85,16 @@ class Condition:
     def result(self, principal: Principal, op: Operation) -> ConditionResult:
         holds = self.check(principal, op)
         return ConditionResult(self.key, holds, self.holds if holds else self.fails)
+
+
+def _time_window(rule: Rule) -> Condition:
+    """``not_before <= now < not_after``, either bound optional."""
+    start = rule.not_before.timestamp() if rule.not_before is not None else float("-inf")
+    end = rule.not_after.timestamp() if rule.not_after is not None else float("inf")
+    window = (f"{rule.not_before.isoformat() if rule.not_before else '...'}, "
+              f"{rule.not_after.isoformat() if rule.not_after else '...'})")
+    return Condition("time", lambda p, op: start <= op.now < end, f"time within [{window}",
+                     f"time outside [{window}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,8 @@ class CompiledRule:
         if rule.paths is not None:
             paths = GlobSet.compile(rule.paths)
             conditions.append(Condition.of("paths", "path", str(paths), lambda p, op: paths.matches(op.path)))
+        if rule.not_before is not None or rule.not_after is not None:
+            conditions.append(_time_window(rule))
         scopes = tuple(rule.scopes or ())
         deny = rule.effect == "deny"
         decides = Decision(False, Reason.DENIED_BY_RULE, rule.id) if deny else Decision(True, Reason.ALLOWED, rule.id)

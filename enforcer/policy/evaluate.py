@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,7 @@ class Probe:
     path: str  # the request target as sent: path, optionally ``?query``
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
+    time: float | None = None  # the instant time-boxed rules are judged at (seconds since the epoch); None: now
 
     def request_info(self, *, token: str | None, with_token: bool) -> RequestInfo:
         """The ``RequestInfo`` the server would build. With ``with_token`` the request carries an
@@ -126,7 +128,8 @@ class Evaluator:
             stage = "body"
             steps.append(Step("body", True, inspect_body(request, probe.body, route.resource)))
             stage = "policy"
-            explanation = self.rules[route.resource.id].explain(principal, Operation(request.method, path))
+            at = probe.time if probe.time is not None else time.time()
+            explanation = self.rules[route.resource.id].explain(principal, Operation(request.method, path, at))
             raise_for_decision(explanation.decision)
         except EnforcerError as error:
             if stage != "policy":

@@ -9,9 +9,20 @@ reported together, with its location.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 Str = StrictStr
@@ -25,6 +36,24 @@ Globs = tuple[Str, ...]
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"}
 )
+
+
+def instant(value: object) -> datetime:
+    """An RFC 3339 date-time: YAML's own timestamp or a string, always with a zone (a naive time
+    would mean whatever zone the server runs in). TypeError / ValueError say what is expected."""
+    expected = "an RFC 3339 date-time such as 2026-12-01T08:00:00Z"
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(expected) from None
+    else:
+        raise TypeError(expected)
+    if parsed.tzinfo is None:
+        raise ValueError("a date-time with a zone (Z or +01:00)")
+    return parsed
 
 
 class Model(BaseModel):
@@ -191,6 +220,28 @@ class Rule(Model):
     mcp: McpCondition | None = Field(
         None, description="Conditions on the MCP JSON-RPC body. Not enforced by this version: a rule that "
                           "uses it is refused at load time.")
+    not_before: datetime | None = Field(
+        None, description="The rule applies only from this instant on: an RFC 3339 date-time with a zone, "
+                          "e.g. `2026-12-01T08:00:00Z`. Absent: no start.")
+    not_after: datetime | None = Field(
+        None, description="The rule applies only before this instant (RFC 3339 date-time with a zone): a "
+                          "time-boxed grant, such as break-glass access, ends by itself. Absent: no end.")
+
+    @field_validator("not_before", "not_after", mode="before")
+    @classmethod
+    def _instant(cls, value: object) -> datetime:
+        try:
+            return instant(value)
+        except TypeError as exc:
+            raise PydanticCustomError("datetime_type", f"Input should be {exc}") from None
+        except ValueError as exc:
+            raise PydanticCustomError("datetime_parsing", f"Input should be {exc}") from None
+
+    @model_validator(mode="after")
+    def _window_is_open(self) -> Rule:
+        if self.not_before is not None and self.not_after is not None and self.not_before >= self.not_after:
+            raise PydanticCustomError("time_window", "not_before must be earlier than not_after")
+        return self
 
 
 class Resource(Model):

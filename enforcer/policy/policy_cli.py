@@ -26,6 +26,7 @@ from enforcer.policy.casefile import CaseFile, CaseFileError, read_case_file
 from enforcer.policy.evaluate import Evaluator, Probe, claims_from_token
 from enforcer.policy.explain import render_json, render_text
 from enforcer.policy.loader import Policy, PolicyLoadError, load_policy
+from enforcer.policy.model import instant
 from enforcer.policy.testing import FileResult, find_case_files, label_path, render_report, run_case_file, write_junit
 
 #: usage problems (bad claims, unreadable files); a policy that does not load exits 1, as validate does
@@ -55,6 +56,8 @@ def add_policy_commands(policy: Any) -> None:
                          help="a request header (repeatable): Host, Mcp-Method, Mcp-Name ...")
     explain.add_argument("--body", metavar="JSON|@FILE", help="the request body (a JSON-RPC message for MCP), "
                                                               "inline or from a file")
+    explain.add_argument("--at", metavar="TIME", help="judge time-boxed rules (not_before / not_after) at this "
+                                                      "RFC 3339 instant instead of now, e.g. 2026-12-01T08:00:00Z")
     explain.add_argument("--format", choices=("text", "json"), default="text")
     explain.set_defaults(run=run_explain)
 
@@ -69,10 +72,20 @@ def add_policy_commands(policy: Any) -> None:
     test.set_defaults(run=run_test)
 
 
+def _instant(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return instant(text).timestamp()
+    except ValueError as exc:
+        raise UsageError(f"--at must be {exc}") from None
+
+
 def run_explain(args: argparse.Namespace) -> int:
     try:
         claims = _claims(args)
-        probe = Probe(args.method, args.path, tuple(_header(h) for h in args.header), _body(args.body))
+        probe = Probe(args.method, args.path, tuple(_header(h) for h in args.header), _body(args.body),
+                      _instant(args.at))
     except UsageError as exc:
         print(f"enforcer policy explain: {exc}", file=sys.stderr)
         return USAGE

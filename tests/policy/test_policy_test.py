@@ -45,9 +45,15 @@ def policy_test(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPa
 
 
 def test_shipped_example_cases_pass(policy_test) -> None:  # type: ignore[no-untyped-def]
-    code, out, err = policy_test("policies/")
+    code, out, err = policy_test("policies/example_test.yaml")
     assert (code, err) == (0, "")
     golden("example.expected", out)
+
+
+def test_every_shipped_case_file_passes(policy_test) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = policy_test("policies/")
+    assert (code, err) == (0, "")
+    assert out.rstrip().endswith("0 failed"), out
 
 
 def test_broken_rule_fails_with_the_trace_golden_report_and_junit(policy_test, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

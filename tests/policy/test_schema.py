@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,20 @@ def walk(node: Any, path: str = "#") -> Iterator[tuple[str, Any]]:
 
 
 def loaded(path: Path) -> Any:
-    """A YAML file as plain data, read exactly as the loader reads it (YAML 1.2)."""
+    """A YAML file as plain data, read exactly as the loader reads it (YAML 1.2), with YAML
+    timestamps as the RFC 3339 strings an editor's schema validation sees."""
     tree, _ = read_yaml(path)
-    return to_plain(tree)
+    return _timestamps_as_text(to_plain(tree))
+
+
+def _timestamps_as_text(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _timestamps_as_text(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_timestamps_as_text(value) for value in node]
+    if isinstance(node, datetime):
+        return node.isoformat()
+    return node
 
 
 def example_policies() -> list[Path]:

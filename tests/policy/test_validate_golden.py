@@ -65,7 +65,7 @@ def validate(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     (exit status, stdout, stderr)."""
     monkeypatch.chdir(ROOT)
 
-    def run(*paths: Path) -> tuple[int, str, str]:
+    def run(*paths: Path | str) -> tuple[int, str, str]:
         code = main(["policy", "validate", *map(str, paths)])
         out, err = capsys.readouterr()
         return code, out, err
@@ -221,11 +221,17 @@ def test_good_policy_validates(source: Path, validate: Validate) -> None:
     assert out.startswith("ok: 1 file(s), ")
 
 
-@pytest.mark.parametrize("path", ["policies", "policies/example.yaml"])
-def test_shipped_example_validates(path: str, validate: Validate) -> None:
-    code, out, err = validate(Path(path))
+def test_shipped_example_validates(validate: Validate) -> None:
+    code, out, err = validate(Path("policies/example.yaml"))
     assert (code, err) == (0, "")
     assert re.fullmatch(r"ok: 1 file\(s\), 1 issuer\(s\), 2 resource\(s\), policy [0-9a-f]{16}\n", out)
+
+
+def test_shipped_policies_validate_together_without_warnings(validate: Validate) -> None:
+    """Every example in policies/ is loaded as one policy by `enforcer serve --policy policies/`."""
+    code, out, err = validate(Path("policies"), "--warnings-as-errors")
+    assert (code, err) == (0, "")
+    assert re.fullmatch(r"ok: \d+ file\(s\), 1 issuer\(s\), \d+ resource\(s\), policy [0-9a-f]{16}\n", out)
 
 
 def test_directory_loads_every_yaml_but_tests(validate: Validate) -> None:
