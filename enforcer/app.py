@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -26,7 +27,7 @@ from enforcer.auth.httpsig import SignatureVerifier
 from enforcer.auth.jwks import KeyCache
 from enforcer.auth.replay import ReplayCache, make_replay_cache
 from enforcer.clock import Clock, SystemClock
-from enforcer.config import Settings
+from enforcer.config import Settings, serving_problem
 from enforcer.context import Outcome, RequestInfo
 from enforcer.errors import BodyTooLarge, EnforcerError, Reason
 from enforcer.metadata import WELL_KNOWN, challenge, metadata_document
@@ -65,6 +66,7 @@ class EnforcerApp:
         verify_tokens: bool = True,
         policy_paths: tuple[str, ...] = (),
         reload_on_sighup: bool = False,
+        reload_check: Callable[[Policy], str | None] | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
         self.metrics = metrics or Metrics()
@@ -83,8 +85,8 @@ class EnforcerApp:
         self.forwarder = Forwarder()
         self._key_tasks: dict[int, asyncio.Task[None]] = {}  # id(key cache) -> its refresh loop
         self._tasks: list[asyncio.Task[None]] = []
-        self.reloader = PolicyReloader(policy_paths, lambda: self.state.policy, self._swap,
-                                       self.metrics.policy_reload) if policy_paths else None
+        self.reloader = PolicyReloader(policy_paths, lambda: self.state.policy, self._swap, self.metrics.policy_reload,
+                                       reload_check or (lambda policy: None)) if policy_paths else None
         self._reload_on_sighup = reload_on_sighup
         # Only the benchmark harness sets this (it is not reachable from a policy or the CLI).
         self._verify_tokens = verify_tokens
@@ -96,7 +98,8 @@ class EnforcerApp:
         clock = SystemClock()
         return cls(policy, clock=clock, replay=make_replay_cache(settings.replay_store, clock),
                    audit=build_audit_log(settings.audit), tracing=make_tracing(),
-                   policy_paths=settings.policy_paths, reload_on_sighup=True)
+                   policy_paths=settings.policy_paths, reload_on_sighup=True,
+                   reload_check=lambda policy: serving_problem(settings, policy))
 
     # the policy in force, for callers outside a request (a request keeps the state it started with)
     @property

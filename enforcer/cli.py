@@ -193,7 +193,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"enforcer serve: {exc}", file=sys.stderr)
         return 2
     settings = Settings(tuple(args.policy), args.host, args.port, args.admin_host, args.admin_port, args.log_level,
-                        args.replay_store, audit=audit_settings(args), shutdown_grace_seconds=grace)
+                        args.replay_store, audit=audit_settings(args), shutdown_grace_seconds=grace,
+                        workers=worker_count)
     if problem := replay_store_problem(settings.replay_store):
         print(f"--replay-store: {problem}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from enforcer.observability.audit import AuditSettings
+from enforcer.policy.loader import Policy
 
 
 @dataclass(frozen=True)
@@ -21,3 +22,21 @@ class Settings:
     #: after SIGTERM/SIGINT: how long requests in flight may take to finish before they are cut
     #: (the audit queue is drained afterwards, for at most ``audit.drain_seconds`` more)
     shutdown_grace_seconds: float = 25.0
+    workers: int = 1  # proxy processes (--workers); some policies need shared state between them
+
+
+def serving_problem(settings: Settings, policy: Policy) -> str | None:
+    """Why these settings cannot serve ``policy`` safely, or None. Checked at start and again
+    for every policy a reload would put in force: a reload must not open what a start refuses."""
+    count = settings.workers
+    if count < 1:
+        return "at least one worker is needed"
+    nonce_resources = [r.id for r in policy.resources if r.signatures is not None and r.signatures.require_nonce]
+    if count > 1 and settings.replay_store == "memory" and nonce_resources:
+        return (f"resources {', '.join(nonce_resources)} require signature nonces, and with --replay-store memory "
+                "each worker would remember only its own, so a request could be replayed to another worker; "
+                "use a redis:// replay store")
+    if count > 1 and (settings.audit.file or settings.audit.chain):
+        return ("every worker would append to, rotate and chain the same audit file on its own; "
+                "send audit records to stdout or --audit-webhook instead")
+    return None

@@ -36,8 +36,10 @@ class PolicyReloader:
     """Reloads the policy from ``paths`` and hands a good one to ``apply``."""
 
     def __init__(self, paths: Sequence[str], current: Callable[[], Policy],
-                 apply: Callable[[Policy], Awaitable[None]], on_result: Callable[[bool], None]) -> None:
+                 apply: Callable[[Policy], Awaitable[None]], on_result: Callable[[bool], None],
+                 check: Callable[[Policy], str | None] = lambda policy: None) -> None:
         self.paths = tuple(paths)
+        self._check = check  # what the process settings refuse in a policy (``config.serving_problem``)
         self._current = current
         self._apply = apply
         self._on_result = on_result  # the reload metric: True for a new policy in force, False for an error
@@ -56,6 +58,8 @@ class PolicyReloader:
                 return self._refused(trigger, [str(problem) for problem in exc.problems])
             except OSError as exc:  # a file vanished between listing and reading, say
                 return self._refused(trigger, [f"{type(exc).__name__}: {exc}"])
+            if problem := self._check(policy):
+                return self._refused(trigger, [f"{', '.join(map(str, policy.files))}: {problem}"])
             previous = self._current().version_hash
             if policy.version_hash != previous:
                 await self._apply(policy)

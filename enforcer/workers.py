@@ -49,14 +49,14 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-from enforcer.config import Settings
+from enforcer.config import Settings, serving_problem
 from enforcer.observability.exposition import forget_process, merged_exposition
 from enforcer.observability.metricsdir import metrics_directory
 from enforcer.policy.loader import Policy
@@ -70,18 +70,8 @@ STOP_MARGIN_SECONDS = 5.0
 
 
 def refusal(settings: Settings, policy: Policy, count: int) -> str | None:
-    """Why ``count`` workers cannot serve ``policy`` safely, or None."""
-    if count < 1:
-        return "at least one worker is needed"
-    nonce_resources = [r.id for r in policy.resources if r.signatures is not None and r.signatures.require_nonce]
-    if count > 1 and settings.replay_store == "memory" and nonce_resources:
-        return (f"resources {', '.join(nonce_resources)} require signature nonces, and with --replay-store memory "
-                "each worker would remember only its own, so a request could be replayed to another worker; "
-                "use a redis:// replay store")
-    if count > 1 and (settings.audit.file or settings.audit.chain):
-        return ("every worker would append to, rotate and chain the same audit file on its own; "
-                "send audit records to stdout or --audit-webhook instead")
-    return None
+    """Why ``count`` workers cannot serve ``policy`` safely, or None (``config.serving_problem``)."""
+    return serving_problem(replace(settings, workers=count), policy)
 
 
 def serve(settings: Settings, policy: Policy, count: int) -> int:

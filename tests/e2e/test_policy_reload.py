@@ -276,3 +276,22 @@ def test_reload_under_load_has_no_failed_request_and_follows_the_last_good_polic
             future.result(timeout=30)
     assert failures == []
     assert len(answers) > 100, "the stream was expected to keep requests flowing throughout"
+
+
+def test_MS_26_a_reload_cannot_open_what_a_start_refuses(files: Files) -> None:
+    """Two workers with the in-memory nonce store refuse to start on a policy that requires
+    nonces (each worker would accept a nonce once); a reload to such a policy is refused too."""
+    nonces = files.texts["B"].replace("    rules:", """    signatures:
+      required: true
+      require_nonce: true
+      keys: {from_token_cnf: true}
+    rules:""", 1)
+    token = sign(files.world.key, claims())
+    with enforcer_process(files.served_path, "--workers", "2") as served:
+        good = files.hash_of()
+        write(files.served_path, nonces)
+        wait_for(lambda: pod_policy(served.admin) == (good, True), "the refused reload", 5)
+        workers = httpx.get(f"{served.admin}/readyz", timeout=5).json()["workers"]
+        errors = [error for worker in workers for error in worker["policy_reload"]["errors"]]
+        assert errors and all("require signature nonces" in error for error in errors), errors
+        assert decisions(served.url, token) == (200, 403)  # policy A, unsigned, still in force
