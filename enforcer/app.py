@@ -86,7 +86,7 @@ class EnforcerApp:
         self._key_tasks: dict[int, asyncio.Task[None]] = {}  # id(key cache) -> its refresh loop
         self._tasks: list[asyncio.Task[None]] = []
         self.reloader = PolicyReloader(policy_paths, lambda: self.state.policy, self._swap, self.metrics.policy_reload,
-                                       reload_check or (lambda policy: None)) if policy_paths else None
+                                       reload_check) if policy_paths else None
         self._reload_on_sighup = reload_on_sighup
         # Only the benchmark harness sets this (it is not reachable from a policy or the CLI).
         self._verify_tokens = verify_tokens

@@ -210,10 +210,10 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"{MULTIPROC_ENV}: {exc}", file=sys.stderr)
         return 2
-    if worker_count != 1:
+    if settings.workers != 1:
         from enforcer import workers
 
-        return workers.serve(settings, policy, worker_count)
+        return workers.serve(settings, policy)
     asyncio.run(_run_servers(settings, policy))
     return 0
 

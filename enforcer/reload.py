@@ -37,7 +37,7 @@ class PolicyReloader:
 
     def __init__(self, paths: Sequence[str], current: Callable[[], Policy],
                  apply: Callable[[Policy], Awaitable[None]], on_result: Callable[[bool], None],
-                 check: Callable[[Policy], str | None] = lambda policy: None) -> None:
+                 check: Callable[[Policy], str | None] | None = None) -> None:
         self.paths = tuple(paths)
         self._check = check  # what the process settings refuse in a policy (``config.serving_problem``)
         self._current = current
@@ -58,7 +58,7 @@ class PolicyReloader:
                 return self._refused(trigger, [str(problem) for problem in exc.problems])
             except OSError as exc:  # a file vanished between listing and reading, say
                 return self._refused(trigger, [f"{type(exc).__name__}: {exc}"])
-            if problem := self._check(policy):
+            if self._check is not None and (problem := self._check(policy)):
                 return self._refused(trigger, [f"{', '.join(map(str, policy.files))}: {problem}"])
             previous = self._current().version_hash
             if policy.version_hash != previous:

@@ -49,7 +49,7 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -69,14 +69,10 @@ STALE_SECONDS = 10.0
 STOP_MARGIN_SECONDS = 5.0
 
 
-def refusal(settings: Settings, policy: Policy, count: int) -> str | None:
-    """Why ``count`` workers cannot serve ``policy`` safely, or None (``config.serving_problem``)."""
-    return serving_problem(replace(settings, workers=count), policy)
-
-
-def serve(settings: Settings, policy: Policy, count: int) -> int:
-    """Run ``count`` workers and the admin listener until a stop signal; the process's exit code."""
-    if problem := refusal(settings, policy, count):
+def serve(settings: Settings, policy: Policy) -> int:
+    """Run ``settings.workers`` workers and the admin listener until a stop signal; the process's exit code."""
+    count = settings.workers
+    if problem := serving_problem(settings, policy):
         print(f"--workers: {problem}", file=sys.stderr)
         return 2
     stop = StopFlag()

@@ -177,19 +177,31 @@ as a YAML list. A policy from an existing ConfigMap cannot be read here; NOTES w
 */}}
 {{- define "enforcer.nonceResources" -}}
 {{- $ids := list }}
+{{- range include "enforcer.policyResources" . | fromYamlArray }}
+{{- if and (kindIs "map" .signatures) (eq (toString .signatures.require_nonce) "true") }}
+{{- $ids = append $ids (toString .id) }}
+{{- end }}
+{{- end }}
+{{- toYaml $ids }}
+{{- end }}
+
+{{/*
+The resources (mappings) of the policy files the chart renders, as a YAML list; empty with
+an existing ConfigMap, which cannot be read at render time.
+*/}}
+{{- define "enforcer.policyResources" -}}
+{{- $resources := list }}
 {{- if not .Values.policy.existingConfigMap }}
 {{- range $file, $text := include "enforcer.policyFiles" . | fromYaml }}
 {{- $doc := fromYaml $text }}
 {{- if kindIs "slice" $doc.resources }}
 {{- range $doc.resources }}
-{{- if and (kindIs "map" .) (kindIs "map" .signatures) }}
-{{- if eq (toString .signatures.require_nonce) "true" }}
-{{- $ids = append $ids (toString .id) }}
+{{- if kindIs "map" . }}
+{{- $resources = append $resources . }}
 {{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
-{{- end }}
-{{- toYaml $ids }}
+{{- toYaml $resources }}
 {{- end }}
