@@ -30,11 +30,15 @@ from enforcer.clock import Clock, SystemClock
 from enforcer.config import Settings, serving_problem
 from enforcer.context import Outcome, RequestInfo
 from enforcer.errors import BodyTooLarge, EnforcerError, Reason
+from enforcer.mcp.exchange import McpExchange, PathMap
+from enforcer.mcp.filter import ListFilter
+from enforcer.mcp.sessions import SessionStore, make_session_store
 from enforcer.metadata import WELL_KNOWN, challenge, metadata_document
 from enforcer.observability.audit import AuditLog, audit_record, build_audit_log
 from enforcer.observability.metrics import Metrics
 from enforcer.observability.tracing import Tracing, make_tracing
-from enforcer.pipeline import Authorized
+from enforcer.pipeline import Authorized, session_id
+from enforcer.policy.engine import Operation
 from enforcer.policy.loader import Policy
 from enforcer.policy.model import Resource
 from enforcer.proxy import headers as hdr
@@ -61,6 +65,7 @@ class EnforcerApp:
         metrics: Metrics | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
         replay: ReplayCache | None = None,
+        sessions: SessionStore | None = None,
         audit: AuditLog | None = None,
         tracing: Tracing | None = None,
         verify_tokens: bool = True,
@@ -79,7 +84,8 @@ class EnforcerApp:
         self.tracing = tracing
         self.http = httpx.AsyncClient(transport=http_transport, follow_redirects=False, timeout=5.0)
         self.replay = replay or make_replay_cache(None, self.clock)
-        self._services = Services(self.http, self.clock, self.replay, self.metrics.jwks_fetch)
+        self.sessions = sessions or make_session_store(None, self.clock)
+        self._services = Services(self.http, self.clock, self.replay, self.sessions, self.metrics.jwks_fetch)
         #: the policy in force and all that is derived from it; a request reads it once, at its start
         self.state = PolicyState.build(policy, self._services)
         self.forwarder = Forwarder()
@@ -97,6 +103,7 @@ class EnforcerApp:
         the replay store, audit sinks and tracing that the settings and environment ask for."""
         clock = SystemClock()
         return cls(policy, clock=clock, replay=make_replay_cache(settings.replay_store, clock),
+                   sessions=make_session_store(settings.replay_store, clock),
                    audit=build_audit_log(settings.audit), tracing=make_tracing(),
                    policy_paths=settings.policy_paths, reload_on_sighup=True,
                    reload_check=lambda policy: serving_problem(settings, policy))
@@ -155,6 +162,7 @@ class EnforcerApp:
         await self.forwarder.close()
         await self.http.aclose()
         await self.replay.close()
+        await self.sessions.close()
         if self.audit is not None:
             await self.audit.close()  # drains the queue before the process exits
 
@@ -223,7 +231,7 @@ class EnforcerApp:
             outcome.reason = Reason.ALLOWED
             forward_started = time.perf_counter()
             try:
-                outcome.status = await self._forward(request, route, authorized, outcome, receive, send)
+                outcome.status = await self._forward(state, request, route, authorized, outcome, receive, send)
                 outcome.forwarded = True
             finally:
                 outcome.stages["upstream"] = time.perf_counter() - forward_started
@@ -278,10 +286,15 @@ class EnforcerApp:
         await send({"type": "http.response.body", "body": b"" if request.method == "HEAD" else body})
         return True
 
-    async def _forward(self, request: RequestInfo, route: Route, authorized: Authorized | None,
+    async def _forward(self, state: PolicyState, request: RequestInfo, route: Route, authorized: Authorized | None,
                        outcome: Outcome, receive: Receive, send: Send) -> int:
         resource = route.resource
         headers = hdr.upstream_request_headers(request.headers, forward_token=resource.forward_token)
+        answer = self._mcp_exchange(state, request, route, authorized, outcome.path)
+        if answer is not None and answer.reads_answer:
+            # the answer is inspected: ask for it without a content coding
+            headers = [(name, value) for name, value in headers if name != "accept-encoding"]
+            headers.append(("accept-encoding", "identity"))
         headers += hdr.forwarded_headers(request.client, request.header(b"x-forwarded-for"),
                                          route.public_scheme, route.public_host)
         headers.append(("x-request-id", request.request_id))
@@ -297,8 +310,26 @@ class EnforcerApp:
             body=authorized.body if authorized is not None else None,
             connect_seconds=resource.timeouts.connect_seconds,
             read_seconds=resource.timeouts.read_seconds,
+            answer=answer,
         )
         return await self.forwarder.forward(plan, receive, send)
+
+    def _mcp_exchange(self, state: PolicyState, request: RequestInfo, route: Route,
+                      authorized: Authorized | None, path: str) -> McpExchange | None:
+        """The handler of the answer to a request to an MCP resource (None for other resources).
+        List entries are judged as the POST a client would send to this request's path."""
+        options = state.pipeline.mcp[route.resource.id]
+        if options is None or authorized is None:
+            return None
+        principal = authorized.principal
+        list_filter = None
+        if options.filter_lists:
+            operation = Operation("POST", path, self.clock.time())
+            list_filter = ListFilter(state.pipeline.rules[route.resource.id], principal, operation)
+        return McpExchange(resource_id=route.resource.id, options=options, principal=principal,
+                           method=request.method, messages=authorized.messages, session_id=session_id(request),
+                           sessions=self.sessions, list_filter=list_filter,
+                           paths=PathMap(route.upstream_base, route.prefix))
 
 
 async def send_error(send: Send, error: EnforcerError, resource: Resource | None, request_id: str) -> None:

@@ -8,6 +8,7 @@ codes and challenges are decided here and nowhere else::
     EnforcerError
     ├── InvalidRequest        400 invalid_request      (ambiguous path, two Authorization headers, token in query)
     ├── NoRoute               404 no_route
+    ├── UnknownSession        404 invalid_request      (an MCP session id not issued to this caller)
     ├── Unauthorized          401 (challenge carries resource_metadata)
     │   ├── MissingToken      401, no `error` in the challenge (RFC 6750 section 3)
     │   ├── InvalidToken      401 invalid_token
@@ -18,8 +19,10 @@ codes and challenges are decided here and nowhere else::
     ├── InvalidDigest         400 invalid_digest       (Content-Digest does not match the body)
     ├── BodyTooLarge          413
     ├── UpstreamUnavailable   502
+    │   └── InvalidUpstreamResponse 502 (an MCP list result that cannot be filtered)
     ├── UpstreamTimeout       504
     └── DependencyUnavailable 503 (a store the decision needs, e.g. the nonce cache, is down)
+        └── SessionStoreUnavailable 503 (the MCP session bindings cannot be read or written)
 
 Descriptions are written for the agent developer who receives them: they say what to
 fix, never echo the token, a key or an upstream detail.
@@ -44,6 +47,9 @@ class Reason(StrEnum):
     REPLAY_CACHE_UNAVAILABLE = "replay_cache_unavailable"
     INVALID_REQUEST = "invalid_request"
     NO_ROUTE = "no_route"
+    UNKNOWN_SESSION = "unknown_session"
+    SESSION_STORE_UNAVAILABLE = "session_store_unavailable"
+    INVALID_UPSTREAM_RESPONSE = "invalid_upstream_response"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     BODY_TOO_LARGE = "body_too_large"
@@ -92,6 +98,16 @@ class NoRoute(EnforcerError):
     status = 404
     error = "no_route"
     reason = Reason.NO_ROUTE
+
+
+class UnknownSession(EnforcerError):
+    """An MCP session id the upstream did not issue to this caller (or never issued). Per MCP,
+    404 tells a client to start a new session; the same answer for "someone else's" and
+    "unknown" means a guessed id reveals nothing."""
+
+    status = 404
+    error = "invalid_request"
+    reason = Reason.UNKNOWN_SESSION
 
 
 class Unauthorized(EnforcerError):
@@ -190,6 +206,13 @@ class UpstreamUnavailable(EnforcerError):
     reason = Reason.UPSTREAM_UNAVAILABLE
 
 
+class InvalidUpstreamResponse(UpstreamUnavailable):
+    """The upstream's answer had to be rewritten (an MCP list filtered) and could not be parsed;
+    it is not passed on unfiltered."""
+
+    reason = Reason.INVALID_UPSTREAM_RESPONSE
+
+
 class UpstreamTimeout(EnforcerError):
     status = 504
     error = "upstream_timeout"
@@ -205,3 +228,7 @@ class DependencyUnavailable(EnforcerError):
 
     def extra_headers(self) -> list[tuple[bytes, bytes]]:
         return [(b"retry-after", b"1")]
+
+
+class SessionStoreUnavailable(DependencyUnavailable):
+    reason = Reason.SESSION_STORE_UNAVAILABLE

@@ -5,7 +5,9 @@ ready to forward, or raises the ``EnforcerError`` that ends it. It records what 
 stage learned in the caller's ``Outcome`` so the response, the metrics and the audit
 trail agree even when a later stage refuses. Request signatures and MCP body inspection
 sit between token verification and the policy decision; both may need the body, which
-is read at most once (``_Body``) and forwarded as read.
+is read at most once (``_Body``) and forwarded as read. On an MCP resource every POST body
+is JSON-RPC and each message is judged; an allowed request that names an MCP session must
+name one the upstream issued to this caller (``mcp/sessions.py``).
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from enforcer.auth.extract import bearer_token
 from enforcer.auth.httpsig import SignatureVerifier
 from enforcer.auth.tokens import TokenVerifier
 from enforcer.context import Decision, Outcome, Principal, RequestInfo
-from enforcer.errors import AccessDenied, InsufficientScope, InvalidRequest, NoRoute, Reason
-from enforcer.mcp.inspect import check_headers, needs_inspection, parse_messages
+from enforcer.errors import AccessDenied, InsufficientScope, InvalidRequest, NoRoute, Reason, UnknownSession
+from enforcer.mcp.inspect import JsonRpcMessage, check_headers, needs_inspection, parse_messages
+from enforcer.mcp.sessions import SessionStore, owner_of, session_key
 from enforcer.policy.engine import Operation, ResourcePolicy
 from enforcer.policy.loader import Policy
+from enforcer.policy.model import McpOptions, Resource
 from enforcer.routing import METHOD, Route, Router, clean_path
 
 BodyReader = Callable[[int], Awaitable[bytes]]
@@ -36,6 +41,7 @@ class Authorized:
     principal: Principal
     decision: Decision
     body: bytes | None = None
+    messages: tuple[JsonRpcMessage, ...] = ()  # the JSON-RPC messages of the body, when it was inspected
 
 
 class _Body:
@@ -55,11 +61,14 @@ class _Body:
 
 class Pipeline:
     def __init__(self, policy: Policy, verifier: TokenVerifier,
-                 signatures: dict[str, SignatureVerifier] | None = None) -> None:
+                 signatures: dict[str, SignatureVerifier] | None = None, sessions: SessionStore | None = None) -> None:
         self.router = Router(policy.resources)
         self.verifier = verifier
         self.signatures = signatures or {}
+        self.sessions = sessions
         self.rules = compile_rules(policy)
+        #: resource id -> its MCP handling (None: a plain HTTP resource)
+        self.mcp: dict[str, McpOptions | None] = {r.id: r.mcp_options for r in policy.resources}
         # per-rule traces on live requests, logged at debug level: only when that level is on
         self.explain = log.isEnabledFor(logging.DEBUG)
 
@@ -91,21 +100,52 @@ class Pipeline:
             started = now
             outcome.signature = await signatures.verify(request, principal, request.has_body, body.read)
             stages["signature"] = (now := clock()) - started
-        if needs_inspection(request):
+        mcp = self.mcp[resource.id]
+        messages: tuple[JsonRpcMessage, ...] = ()
+        if inspects(request, mcp):
             started = now
             messages = parse_messages(await body.read(), resource.limits.max_body_bytes)
             outcome.mcp = tuple(message.summary() for message in messages)
             check_headers(request, messages)
             stages["inspection"] = (now := clock()) - started
         operation = Operation(request.method, outcome.path, self.verifier.clock.time())
-        decision = self.rules[resource.id].decide(principal, operation,
-                                                  explain=self.explain)
+        decision = self.rules[resource.id].decide_messages(principal, operation, messages, explain=self.explain)
         stages["policy"] = clock() - now
         outcome.decision = decision
         if self.explain:
             log_decision(request, resource.id, decision)
         raise_for_decision(decision)
-        return Authorized(principal, decision, body.value)
+        if mcp is not None and mcp.bind_sessions and self.sessions is not None:
+            await check_session(self.sessions, request, resource, mcp, principal)
+        return Authorized(principal, decision, body.value, messages)
+
+
+def inspects(request: RequestInfo, mcp: McpOptions | None) -> bool:
+    """Whether the body is read as JSON-RPC: every POST to an MCP resource, and any request
+    with ``Mcp-Method`` / ``Mcp-Name`` headers (which must agree with it)."""
+    return (mcp is not None and request.method == "POST") or needs_inspection(request)
+
+
+def session_id(request: RequestInfo) -> str | None:
+    """The MCP session a request names: ``Mcp-Session-Id``, or the legacy SSE transport's
+    ``session_id`` query parameter. More than one is ambiguous and refused."""
+    ids = [value.decode("latin-1") for value in request.header_values(b"mcp-session-id")]
+    if b"session_id=" in request.query_string:
+        ids += parse_qs(request.query_string.decode("latin-1"), keep_blank_values=True).get("session_id", [])
+    if len(ids) > 1:
+        raise InvalidRequest("name one MCP session: one Mcp-Session-Id header or one session_id parameter")
+    return ids[0] if ids else None
+
+
+async def check_session(sessions: SessionStore, request: RequestInfo, resource: Resource, mcp: McpOptions,
+                        principal: Principal) -> None:
+    """A named session must have been issued to this caller (``UnknownSession`` otherwise)."""
+    named = session_id(request)
+    if named is None:
+        return
+    owner = await sessions.owner(session_key(resource.id, named), mcp.session_ttl_seconds)
+    if owner != owner_of(principal):
+        raise UnknownSession("this MCP session is not known for this caller; start a new session (initialize)")
 
 
 def compile_rules(policy: Policy) -> dict[str, ResourcePolicy]:

@@ -25,6 +25,7 @@ from enforcer.auth.keysources import make_source
 from enforcer.auth.replay import ReplayCache
 from enforcer.auth.tokens import TokenVerifier
 from enforcer.clock import Clock
+from enforcer.mcp.sessions import SessionStore
 from enforcer.metadata import MetadataIndex
 from enforcer.pipeline import Pipeline
 from enforcer.policy.loader import Policy
@@ -39,6 +40,7 @@ class Services:
     http: httpx.AsyncClient
     clock: Clock
     replay: ReplayCache
+    sessions: SessionStore  # MCP session bindings (the same kind of store as the nonces)
     on_fetch: Callable[[str, bool], None]  # (issuer id, fetch succeeded): the JWKS fetch metric
 
 
@@ -55,7 +57,7 @@ class PolicyState:
         keys = {issuer_id: _issuer_keys(issuer_id, policy, services, previous) for issuer_id in policy.issuers}
         signatures = {r.id: _signature_verifier(r, services, previous)
                       for r in policy.resources if r.signatures is not None}
-        pipeline = Pipeline(policy, TokenVerifier(keys, services.clock), signatures)
+        pipeline = Pipeline(policy, TokenVerifier(keys, services.clock), signatures, services.sessions)
         return cls(policy, keys, signatures, pipeline, MetadataIndex(policy.resources))
 
     def key_caches(self) -> Iterator[KeyCache]:

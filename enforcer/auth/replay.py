@@ -10,10 +10,12 @@ never reaches Redis verbatim and key length is fixed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from enforcer.clock import Clock
@@ -73,37 +75,40 @@ class MemoryReplayCache:
         return "memory"
 
 
-class RedisReplayCache:
-    """Nonces shared by every replica through one Redis (``redis://`` or ``rediss://`` URL)."""
+class RedisStore:
+    """One Redis connection pool with the enforcer's failure handling, shared by the stores that
+    keep state across replicas (signature nonces, MCP session bindings)."""
 
-    def __init__(self, url: str, *, timeout_seconds: float = 0.5) -> None:
+    def __init__(self, url: str, what: str, *, timeout_seconds: float = 0.5) -> None:
         # imported here: single-process deployments never need redis
         import redis.asyncio as redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        self._errors = (redis.RedisError, OSError)
+        self.errors = (redis.RedisError, OSError)
         # One immediate retry on a connection error, none on a timeout: a pooled connection that
         # Redis closed (restart, idle timeout, failover) fails on first use, and the retry runs on
         # a new connection. A timed-out SET may have been applied; repeating it would answer
         # "already used" for a fresh nonce, so a timeout is reported as unavailable instead.
         broken = (redis.ConnectionError,)
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout_seconds,
-                                            socket_connect_timeout=timeout_seconds,
-                                            retry=Retry(NoBackoff(), 1, supported_errors=broken),
-                                            retry_on_error=list(broken))
-        self._where = _redacted(url)
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout_seconds,
+                                           socket_connect_timeout=timeout_seconds,
+                                           retry=Retry(NoBackoff(), 1, supported_errors=broken),
+                                           retry_on_error=list(broken))
+        self.where = _redacted(url)
+        self.what = what
         self._last_logged = float("-inf")
         self._unlogged = 0
 
-    async def first_use(self, parts: tuple[str, ...], ttl_seconds: int) -> bool:
+    @contextlib.asynccontextmanager
+    async def calls(self, message: str, error: Callable[[str], Exception]) -> AsyncIterator[Any]:
+        """The client, for calls whose failure becomes ``error(message)`` (logged, rate-limited)."""
         try:
-            stored = await self._client.set(cache_key(parts), b"1", nx=True, ex=max(int(ttl_seconds), 1))
-        except self._errors as exc:
+            yield self.client
+        except self.errors as exc:
             self._log_outage(exc)
-            # the address is logged above, not shown: callers must not learn the internal topology
-            raise ReplayCacheUnavailable("the shared nonce cache cannot be reached") from exc
-        return bool(stored)
+            # the address is logged, not shown: callers must not learn the internal topology
+            raise error(message) from exc
 
     def _log_outage(self, exc: BaseException) -> None:
         """One error line per 10 s of outage (with how many refusals it stands for), not one per request."""
@@ -111,15 +116,30 @@ class RedisReplayCache:
         if now - self._last_logged < 10:
             self._unlogged += 1
             return
-        log.error("replay cache unavailable", extra={"store": self._where, "error": type(exc).__name__,
-                                                     "refusals_since_last_log": self._unlogged})
+        log.error(f"{self.what} unavailable", extra={"store": self.where, "error": type(exc).__name__,
+                                                      "refusals_since_last_log": self._unlogged})
         self._last_logged, self._unlogged = now, 0
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self.client.aclose()
+
+
+class RedisReplayCache:
+    """Nonces shared by every replica through one Redis (``redis://`` or ``rediss://`` URL)."""
+
+    def __init__(self, url: str, *, timeout_seconds: float = 0.5) -> None:
+        self._redis = RedisStore(url, "replay cache", timeout_seconds=timeout_seconds)
+
+    async def first_use(self, parts: tuple[str, ...], ttl_seconds: int) -> bool:
+        async with self._redis.calls("the shared nonce cache cannot be reached", ReplayCacheUnavailable) as client:
+            stored = await client.set(cache_key(parts), b"1", nx=True, ex=max(int(ttl_seconds), 1))
+        return bool(stored)
+
+    async def close(self) -> None:
+        await self._redis.close()
 
     def describe(self) -> str:
-        return self._where
+        return self._redis.where
 
 
 def _redacted(url: str) -> str:

@@ -3,8 +3,8 @@
 Each check yields located ``PolicyProblem``s; none stops at the first. These are the
 mistakes that would otherwise fail open or fail confusingly at run time: unsafe
 algorithms, two key sources, a resource trusting an issuer nobody defined, an insecure
-JWKS URL, two resources claiming the same route, or a condition the engine cannot yet
-evaluate (an ignored condition would widen a rule). Each message starts with the field path
+JWKS URL, two resources claiming the same route, or an MCP condition that can never hold
+(a deny rule that never matches is a hole). Each message starts with the field path
 of what it is about; an issuer id nobody defined comes with the closest id that exists.
 """
 
@@ -16,13 +16,24 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from enforcer.policy.conditions import GlobSet
 from enforcer.policy.loader import SourceFile
-from enforcer.policy.model import ASYMMETRIC_ALGORITHMS, SIGNATURE_ALGORITHMS, Issuer, Resource, Rule, Signatures
+from enforcer.policy.model import (
+    ASYMMETRIC_ALGORITHMS,
+    SIGNATURE_ALGORITHMS,
+    Issuer,
+    McpCondition,
+    Resource,
+    Rule,
+    Signatures,
+)
 from enforcer.policy.problems import PolicyProblem, close_match, located, position
 from enforcer.routing import DOT_OR_EMPTY_SEGMENT, METHOD
 
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
-_UNSUPPORTED = "cannot be enforced by this version of the enforcer; the policy is refused rather than run without it"
+#: the methods whose target each MCP name condition reads
+_MCP_TARGETS = {"tools": ("tools/call",), "prompts": ("prompts/get",),
+                "resources": ("resources/read", "resources/subscribe", "resources/unsubscribe")}
 
 
 def check_sources(sources: Sequence[SourceFile], *, complete: bool = True,
@@ -131,6 +142,8 @@ def _resource_problems(resource: Resource) -> Found:
     if resource.signatures is not None:
         for sub, code, message in _signature_problems(resource.signatures):
             yield ("signatures", *sub), code, message
+    if resource.mcp is False and any(rule.mcp is not None for rule in resource.rules):
+        yield ("mcp",), "invalid_value", "rules of this resource have mcp conditions; remove `mcp: false`"
     seen_rules: set[str] = set()
     for r, rule in enumerate(resource.rules):
         if rule.id in seen_rules:
@@ -177,7 +190,8 @@ def _signature_problems(signatures: Signatures) -> Found:
 
 def _rule_problems(rule: Rule, prefix: str) -> Found:
     if rule.mcp is not None:
-        yield ("mcp",), "unsupported", "the mcp condition " + _UNSUPPORTED
+        for sub, code, message in _mcp_problems(rule.mcp):
+            yield ("mcp", *sub), code, message
     for name in ("client_ids", "subjects", "paths", "methods", "scopes"):
         values = getattr(rule, name)
         if values is not None and not values:
@@ -198,6 +212,27 @@ def _rule_problems(rule: Rule, prefix: str) -> Found:
             yield ("paths", p), "invalid_value", f"{path!r} must start with / (or be *)"
         elif message := _unreachable_path(path, prefix):
             yield ("paths", p), "unreachable_path", message
+
+
+def _mcp_problems(mcp: McpCondition) -> Found:
+    """Empty lists, and combinations no single JSON-RPC message can satisfy."""
+    for name in ("methods", "tools", "resources", "prompts"):
+        values = getattr(mcp, name)
+        if values is not None and not values:
+            yield (name,), "invalid_value", "an empty list matches nothing; remove the key to match anything"
+        for v, value in enumerate(values or ()):
+            if not value:
+                yield (name, v), "invalid_value", "an empty string is not a valid value"
+    named = [name for name in _MCP_TARGETS if getattr(mcp, name) is not None]
+    if len(named) > 1:
+        yield (named[1],), "unreachable_condition", \
+            f"one message names a tool, a prompt or a resource, never two: split {' and '.join(named)} into two rules"
+    elif named and mcp.methods:
+        methods = GlobSet.compile(mcp.methods)
+        targets = _MCP_TARGETS[named[0]]
+        if not any(methods.matches(method) for method in targets):
+            yield ("methods",), "unreachable_condition", \
+                f"{named[0]} are named only by {', '.join(targets)}, which these methods do not include"
 
 
 def _unreachable_path(path: str, prefix: str) -> str | None:

@@ -32,8 +32,12 @@ real traffic before it can refuse anyone:
   the same. Only differences are recorded, because the question an operator asks before
   switching a rule to ``enforce`` is which requests would change.
 
-Rules with ``mcp:`` conditions (MCP methods and tools) are not evaluated yet, shadow or not:
-``checks.py`` refuses them when the policy loads, so no rule is ever silently widened.
+An ``mcp:`` condition is judged on one JSON-RPC message (``Operation.message``): the pipeline
+asks for a decision per message of a batch and refuses the batch if any message is denied.
+A request without a message (a GET stream, DELETE) never satisfies an ``mcp:`` condition,
+and neither does a message without the field a key is about (``tools`` holds only for
+``tools/call``), so an ``mcp:`` deny rule cannot be sidestepped by another method and an
+``mcp:`` allow rule never lets anything else through.
 
 Resources without shadow rules pay nothing for this: ``has_shadow`` is decided when the
 policy is compiled, and their live path evaluates the rules exactly once, stopping at the
@@ -49,8 +53,9 @@ from typing import NamedTuple
 
 from enforcer.context import ConditionResult, Decision, Principal, RuleTrace, ShadowResult
 from enforcer.errors import Reason
+from enforcer.mcp.inspect import JsonRpcMessage
 from enforcer.policy.conditions import GlobSet
-from enforcer.policy.model import Resource, Rule
+from enforcer.policy.model import McpCondition, Resource, Rule
 
 
 class Operation(NamedTuple):
@@ -60,6 +65,7 @@ class Operation(NamedTuple):
     method: str
     path: str
     now: float = 0.0  # seconds since the epoch: the instant time-boxed rules are judged at
+    message: JsonRpcMessage | None = None  # the JSON-RPC message judged, on an MCP resource
 
 
 Check = Callable[[Principal, Operation], bool]
@@ -97,6 +103,37 @@ def _time_window(rule: Rule) -> Condition:
                      f"time outside [{window}")
 
 
+#: which methods name a target, for each MCP name condition
+_TARGET_METHODS = {"tools": frozenset({"tools/call"}), "prompts": frozenset({"prompts/get"}),
+                   "resources": frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})}
+
+
+def _mcp_conditions(mcp: McpCondition) -> list[Condition]:
+    """The ``mcp:`` keys as conditions on ``Operation.message`` (see the module docstring)."""
+    conditions = [Condition("mcp", lambda p, op: op.message is not None, "a JSON-RPC message",
+                            "no JSON-RPC message (mcp conditions hold only for POSTed messages)")]
+    if mcp.methods is not None:
+        methods = GlobSet.compile(mcp.methods)
+        conditions.append(Condition.of("mcp.methods", "mcp method", str(methods), lambda p, op: (
+            op.message is not None and op.message.method is not None and methods.matches(op.message.method))))
+    for key in ("tools", "prompts", "resources"):
+        patterns = getattr(mcp, key)
+        if patterns is not None:
+            conditions.append(_target_condition(key, GlobSet.compile(patterns)))
+    return conditions
+
+
+def _target_condition(key: str, names: GlobSet) -> Condition:
+    targets = _TARGET_METHODS[key]
+
+    def check(p: Principal, op: Operation) -> bool:
+        message = op.message
+        return (message is not None and message.method in targets and message.name is not None
+                and names.matches(message.name))
+
+    return Condition.of(f"mcp.{key}", f"mcp {key[:-1]}", str(names), check)
+
+
 @dataclass(frozen=True)
 class CompiledRule:
     id: str
@@ -129,6 +166,8 @@ class CompiledRule:
             conditions.append(Condition.of("paths", "path", str(paths), lambda p, op: paths.matches(op.path)))
         if rule.not_before is not None or rule.not_after is not None:
             conditions.append(_time_window(rule))
+        if rule.mcp is not None:
+            conditions.extend(_mcp_conditions(rule.mcp))
         scopes = tuple(rule.scopes or ())
         deny = rule.effect == "deny"
         decides = Decision(False, Reason.DENIED_BY_RULE, rule.id) if deny else Decision(True, Reason.ALLOWED, rule.id)
@@ -215,6 +254,24 @@ class ResourcePolicy:
         results = [rule.evaluate(principal, op) for rule in self.rules]
         return with_shadow(self._live(principal, op, results), combine(self.rules, principal, op, results))
 
+    def decide_messages(self, principal: Principal, op: Operation, messages: Sequence[JsonRpcMessage], *,
+                        explain: bool = True) -> Decision:
+        """The decision on a JSON-RPC body: each message judged on its own (``op`` with that
+        message); the first refused message decides, otherwise the first message does. So a
+        batch is forwarded only when every message in it is allowed. Without messages, ``op``."""
+        if not messages:
+            return self.decide(principal, op, explain=explain)
+        decisions = (self.decide(principal, op._replace(message=m), explain=explain) for m in messages)
+        return _deciding(decisions)
+
+    def explain_messages(self, principal: Principal, op: Operation,
+                         messages: Sequence[JsonRpcMessage]) -> Explanation:
+        """``explain`` of the message that decides (as ``decide_messages`` chooses it)."""
+        if not messages:
+            return self.explain(principal, op)
+        explanations = [self.explain(principal, op._replace(message=m)) for m in messages]
+        return next((e for e in explanations if not e.decision.allowed), explanations[0])
+
     def explain(self, principal: Principal, op: Operation) -> Explanation:
         """Every rule and every condition evaluated, with the same combining as ``decide``."""
         traces = tuple(rule.explain(principal, op) for rule in self.rules)
@@ -228,6 +285,17 @@ class ResourcePolicy:
         if self.shadow_resource:
             return UNENFORCED
         return combine(self.enforced, principal, op, results)
+
+
+def _deciding(decisions: Iterable[Decision]) -> Decision:
+    """The first refusal among ``decisions``, or the first of them when none refuses."""
+    first: Decision | None = None
+    for decision in decisions:
+        if not decision.allowed:
+            return decision
+        first = first or decision
+    assert first is not None
+    return first
 
 
 def _holds(trace: RuleTrace) -> tuple[bool, bool]:

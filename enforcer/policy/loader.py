@@ -28,7 +28,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from enforcer.policy.model import Issuer, PolicyFile, Resource
+from enforcer.policy.model import UNION_TAGS, Issuer, PolicyFile, Resource
 from enforcer.policy.problems import (
     WARNING,
     PolicyProblem,
@@ -264,7 +264,7 @@ def _parse_file(path: Path) -> _Parsed:
     try:
         model = PolicyFile.model_validate(to_plain(tree))
     except ValidationError as exc:
-        errors = exc.errors()
+        errors = [{**e, "loc": untagged(e["loc"])} for e in exc.errors()]
     unknown = [tuple(e["loc"]) for e in errors if e["type"] == "extra_forbidden"]
     nulls = [loc for loc in _null_values(tree, ()) if not any(loc[: len(u)] == u for u in unknown)]
     problems += [null_problem(name, tree, loc) for loc in nulls]
@@ -289,7 +289,7 @@ def _written_issuer_ids(tree: dict[Any, Any]) -> tuple[set[str], bool]:
 #: resource keys whose value may be left out of the checks when it has an error of its own:
 #: their defaults add no check (a default ``match`` or ``rules`` would: a route, no rules)
 _SEPARABLE = frozenset({"limits", "timeouts", "signatures", "forward_token", "public_origin", "scopes_supported",
-                        "resource_name"})
+                        "resource_name", "mcp"})
 
 
 def _partial_source(name: str, tree: dict[Any, Any], broken: list[tuple[Any, ...]]) -> SourceFile:
@@ -346,6 +346,12 @@ def _checkable_resource(item: Any, broken: list[tuple[Any, ...]]) -> tuple[Resou
         return Resource.model_validate(plain), kept_rules
     except ValidationError:
         return None
+
+
+def untagged(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A model location without the tags of tagged unions (``mcp: true`` or ``mcp: {...}``),
+    which name a branch of the model, not a key of the file."""
+    return tuple(part for part in loc if part not in UNION_TAGS)
 
 
 def _null_values(node: Any, loc: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:

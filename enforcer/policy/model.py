@@ -15,11 +15,13 @@ from typing import Annotated, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     Strict,
     StrictBool,
     StrictInt,
     StrictStr,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -134,14 +136,38 @@ class Timeouts(Model):
 
 
 class McpCondition(Model):
-    """Conditions on the MCP JSON-RPC request body. Not enforced by this version: a policy with
-    an `mcp` condition is refused at load time rather than run without it."""
+    """Conditions on the MCP JSON-RPC message a POST carries (each message of a batch is judged
+    on its own). Every key given must hold; a key about a field the message does not have does
+    not hold (`tools` never matches `tools/list`). Requests without a JSON-RPC body (the GET
+    stream, DELETE) never match a rule with an `mcp` condition; `mcp: {}` matches any message."""
 
-    methods: Globs | None = Field(None, description="Globs for the JSON-RPC `method`, e.g. `tools/call`.")
-    tools: Globs | None = Field(None, description="Globs for the tool name (`params.name` of `tools/call`).")
+    methods: Globs | None = Field(
+        None, description="Globs for the JSON-RPC `method`, e.g. `tools/call` or `notifications/*`. A response "
+                          "the client sends (to a server's sampling or elicitation request) has no method.")
+    tools: Globs | None = Field(
+        None, description="Globs for the tool name: `params.name` of `tools/call` (only that method matches).")
     resources: Globs | None = Field(
-        None, description="Globs for the resource URI (`params.uri` of `resources/read`).")
-    prompts: Globs | None = Field(None, description="Globs for the prompt name (`params.name` of `prompts/get`).")
+        None, description="Globs for the resource URI: `params.uri` of `resources/read`, `resources/subscribe` "
+                          "and `resources/unsubscribe` (only those methods match).")
+    prompts: Globs | None = Field(
+        None, description="Globs for the prompt name: `params.name` of `prompts/get` (only that method matches).")
+
+
+class McpOptions(Model):
+    """How an MCP resource is handled (`mcp: true` takes every default)."""
+
+    filter_lists: Bool = Field(
+        True, description="Rewrite `tools/list`, `prompts/list` and `resources/list` results to hold only the "
+                          "entries this caller could use under the rules (judged as `tools/call`, `prompts/get`, "
+                          "`resources/read`); a result that cannot be parsed is never passed on.")
+    bind_sessions: Bool = Field(
+        True, description="Bind each `Mcp-Session-Id` (and legacy SSE `session_id`) the upstream issues to the "
+                          "caller that received it (issuer, sub, client_id); any other caller presenting it gets "
+                          "404, as does an id the enforcer never saw issued.")
+    session_ttl_seconds: Int = Field(
+        86400, ge=60, le=2592000,
+        description="Seconds a session binding is kept after its last use (60 to 2592000); a session idle "
+                    "longer must be started again.")
 
 
 #: RFC 9421 signature algorithms. ``hmac-sha256`` needs a key configured as a shared secret.
@@ -195,6 +221,17 @@ class Signatures(Model):
     keys: SignatureKeys = Field(SignatureKeys(), description="Where agents' keys come from (at least one source).")
 
 
+def _mcp_setting_kind(value: object) -> str:
+    return "switch" if isinstance(value, bool) else "options"
+
+
+#: ``mcp: true | false`` or ``mcp: {options}``: one branch is checked, so errors are about it alone
+McpSetting = Annotated[Annotated[Bool, Tag("switch")] | Annotated[McpOptions, Tag("options")],
+                       Discriminator(_mcp_setting_kind)]
+#: tags of the tagged unions above; they appear in validation locations, never in files
+UNION_TAGS = frozenset({"switch", "options"})
+
+
 class Rule(Model):
     """One rule: every condition it states must match (an absent condition matches anything)."""
 
@@ -218,8 +255,8 @@ class Rule(Model):
         None, description="Globs for the decoded request path, written in full (including the resource's "
                           "`path_prefix`); `*` spans segments. Absent: any path.")
     mcp: McpCondition | None = Field(
-        None, description="Conditions on the MCP JSON-RPC body. Not enforced by this version: a rule that "
-                          "uses it is refused at load time.")
+        None, description="Conditions on the MCP JSON-RPC message of a POST (method, tool, resource URI, prompt); "
+                          "makes the resource an MCP resource. Absent: any request, with or without a body.")
     not_before: datetime | None = Field(
         None, description="The rule applies only from this instant on: an RFC 3339 date-time with a zone, "
                           "e.g. `2026-12-01T08:00:00Z`. Absent: no start.")
@@ -277,9 +314,23 @@ class Resource(Model):
         None, description="RFC 9421 request signatures this resource demands; absent: signatures are not checked.")
     mode: Literal["enforce", "shadow"] = Field(
         "enforce", description="`shadow`: every rule of the resource is a shadow rule; tokens are still verified.")
+    mcp: McpSetting | None = Field(
+        None, description="`true` (or options): the upstream is an MCP server. Every POST body must be JSON-RPC "
+                           "and is judged message by message, list results are filtered and sessions bound to "
+                           "their caller. Absent: `true` when a rule has an `mcp` condition, else `false`.")
     rules: tuple[Rule, ...] = Field(
         (), description="Access rules: any matching `deny` wins, else any matching `allow`, else the request is "
                         "denied (a resource without rules denies everything).")
+
+
+    @property
+    def mcp_options(self) -> McpOptions | None:
+        """The MCP handling of this resource, or None for a plain HTTP resource."""
+        if isinstance(self.mcp, McpOptions):
+            return self.mcp
+        if self.mcp or any(rule.mcp is not None for rule in self.rules):
+            return McpOptions()
+        return None
 
 
 class PolicyFile(Model):

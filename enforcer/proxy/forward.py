@@ -13,18 +13,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from starlette.types import Receive, Send
 from yarl import URL
 
-from enforcer.errors import Reason, UpstreamTimeout, UpstreamUnavailable
+from enforcer.errors import EnforcerError, InvalidUpstreamResponse, Reason, UpstreamTimeout, UpstreamUnavailable
 from enforcer.proxy.headers import downstream_response_headers
+
+if TYPE_CHECKING:
+    from enforcer.mcp.exchange import BodyRewriter
+    from enforcer.mcp.sse import EventStreamRewriter
 
 log = logging.getLogger("enforcer.forward")
 
+MAX_REWRITTEN_BYTES = 16 * 1024 * 1024
 _NO_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 
 
@@ -32,6 +38,12 @@ class StreamAborted(Exception):
     """The exchange broke off after forwarding began; the client connection must be cut."""
 
     reason = Reason.UPSTREAM_UNAVAILABLE
+
+
+class StreamRejected(StreamAborted):
+    """The upstream's stream had to be inspected and could not be: it is cut, not passed on."""
+
+    reason = Reason.INVALID_UPSTREAM_RESPONSE
 
 
 class ClientDisconnected(StreamAborted):
@@ -49,6 +61,15 @@ class ForwardPlan:
     connect_seconds: float
     read_seconds: float
     body: bytes | None = None  # already read (inspected); otherwise the body streams from ``receive``
+    answer: AnswerHandler | None = None  # sees (and may rewrite) the answer first: MCP resources
+
+
+class AnswerHandler(Protocol):
+    """What the forwarder asks of a handler of the upstream's answer (``mcp.exchange.McpExchange``)."""
+
+    async def response_started(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
+
+    def body_rewriter(self, status: int, headers: list[tuple[bytes, bytes]]) -> BodyRewriter | None: ...
 
 
 class Forwarder:
@@ -102,9 +123,19 @@ class Forwarder:
     async def _relay(self, response: aiohttp.ClientResponse, plan: ForwardPlan, receive: Receive,
                      send: Send, body_state: _BodyState) -> None:
         headers = downstream_response_headers(response.raw_headers)
+        rewriter = None
+        if plan.answer is not None:
+            await plan.answer.response_started(response.status, headers)
+            rewriter = plan.answer.body_rewriter(response.status, headers)
+        if rewriter is not None and rewriter.rewrite is not None:
+            await _send_rewritten(response, rewriter.rewrite, headers, plan.read_seconds, send)
+            return
+        if rewriter is not None:
+            headers = [(name, value) for name, value in headers if name.lower() != b"content-length"]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        stream = rewriter.stream if rewriter is not None else None
         content = response.content
-        if content.is_eof():
+        if content.is_eof() and stream is None:
             # The whole answer is already buffered (most small answers): one message, no waiting.
             await send({"type": "http.response.body", "body": content.read_nowait(), "more_body": False})
             return
@@ -112,11 +143,11 @@ class Forwarder:
         idle_seconds = None if is_stream else plan.read_seconds
         if not body_state.done:
             # Still relaying the request body, which owns ``receive``: no disconnect watcher possible.
-            await _copy_body(response, send, idle_seconds)
+            await _copy_body(response, send, idle_seconds, stream)
             return
         # The answer is still arriving (a stream, or a large or slow body of known length): stop
         # as soon as the client disconnects, so the upstream is not kept busy for no one.
-        copier = asyncio.ensure_future(_copy_body(response, send, idle_seconds))
+        copier = asyncio.ensure_future(_copy_body(response, send, idle_seconds, stream))
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
             done, _ = await asyncio.wait({copier, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -172,10 +203,38 @@ async def _read_chunk(response: aiohttp.ClientResponse, idle_seconds: float | No
         raise StreamAborted(f"upstream stream failed: {type(exc).__name__}") from exc
 
 
-async def _copy_body(response: aiohttp.ClientResponse, send: Send, idle_seconds: float | None) -> None:
-    while chunk := await _read_chunk(response, idle_seconds):
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+async def _copy_body(response: aiohttp.ClientResponse, send: Send, idle_seconds: float | None,
+                     stream: EventStreamRewriter | None = None) -> None:
+    """Relay the answer's body; through ``stream`` (event by event) when it must be inspected."""
+    try:
+        while chunk := await _read_chunk(response, idle_seconds):
+            if stream is not None and not (chunk := await stream.feed(chunk)):
+                continue
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        tail = await stream.finish() if stream is not None else b""
+    except EnforcerError as exc:  # an event that cannot be inspected, or a session store that is down
+        log.warning("upstream stream refused", extra={"error": type(exc).__name__})
+        raise StreamRejected(exc.description) from exc
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+async def _send_rewritten(response: aiohttp.ClientResponse, rewrite: Callable[[bytes], bytes],
+                          headers: list[tuple[bytes, bytes]], idle_seconds: float, send: Send) -> None:
+    """Read the whole answer (capped), rewrite it, and send it with its new length. Until the
+    answer starts, a failure is still a proper 502."""
+    body = bytearray()
+    try:
+        while chunk := await _read_chunk(response, idle_seconds):
+            body += chunk
+            if len(body) > MAX_REWRITTEN_BYTES:
+                raise InvalidUpstreamResponse("the upstream's answer is too large to filter")
+    except StreamAborted as exc:
+        raise UpstreamUnavailable("the upstream's answer broke off") from exc
+    rewritten = rewrite(bytes(body))
+    headers = [(name, value) for name, value in headers if name.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(rewritten)).encode("ascii")))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": rewritten, "more_body": False})
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
