@@ -15,10 +15,19 @@ one request and what the server must answer::
         expect: {decision: allow, status: 200, rule: agents-read}
 
 ``expect`` holds ``allow: true|false`` or ``decision: allow|deny`` and, optionally, ``status``,
-``rule`` (null: no rule decided), ``reason``, ``scopes`` (the insufficient_scope list) and
+``rule`` (null: no rule decided), ``reason``, ``scopes`` (the insufficient_scope list),
 ``shadow`` (``none``, ``would_deny``, ``would_allow``, or a mapping of ``decision`` /
-``rule`` / ``reason``). Keys for features the enforcer does not have yet are refused, never
-ignored: a test that silently checks nothing would pass for the wrong reason.
+``rule`` / ``reason``) and ``filtered_tools``: what the caller is shown of the tools an MCP
+upstream lists, which the case gives as ``upstream_tools`` (the two go together)::
+
+      - name: readers see only the read tools
+        claims_fixture: reader
+        request: {method: POST, path: /mcp, body: {jsonrpc: "2.0", id: 1, method: tools/list}}
+        upstream_tools: [search_docs, delete_page]
+        expect: {decision: allow, filtered_tools: [search_docs]}
+
+Unknown keys are refused, never ignored: a test that silently checks nothing would pass for
+the wrong reason.
 """
 
 from __future__ import annotations
@@ -43,11 +52,9 @@ from enforcer.policy.problems import field_path, position
 MAX_CASE_FILE_BYTES = 4 * 1024 * 1024
 SHADOW_RESULTS = ("none", "would_deny", "would_allow")
 _TOP_KEYS = ("policy", "fixtures", "cases")
-_CASE_KEYS = ("name", "claims", "claims_fixture", "request", "expect")
+_CASE_KEYS = ("name", "claims", "claims_fixture", "request", "upstream_tools", "expect")
 _REQUEST_KEYS = ("method", "path", "headers", "body", "time")
-_EXPECT_KEYS = ("allow", "decision", "status", "rule", "reason", "scopes", "shadow")
-_NOT_YET = {"filtered_tools": "tools/list filtering is not supported yet by this version of the enforcer; "
-                              "remove the key (an expectation that cannot be checked is refused, not ignored)"}
+_EXPECT_KEYS = ("allow", "decision", "status", "rule", "reason", "scopes", "shadow", "filtered_tools")
 _REASONS = tuple(str(reason) for reason in Reason)
 
 
@@ -71,6 +78,7 @@ class Case:
     claims: Mapping[str, Any] | None  # None: the request carries no token
     probe: Probe
     expect: tuple[tuple[str, Any], ...]  # (field, expected value), in the order written
+    upstream_tools: tuple[str, ...] = ()  # the upstream's tools/list, for ``filtered_tools``
 
 
 @dataclass(frozen=True)
@@ -144,9 +152,7 @@ class _Reader:
 
     def keys(self, node: dict[Any, Any], loc: tuple[Any, ...], allowed: tuple[str, ...]) -> None:
         for key in node:
-            if key in _NOT_YET:
-                self.problem((*loc, key), _NOT_YET[key])
-            elif key not in allowed:
+            if key not in allowed:
                 close = difflib.get_close_matches(str(key), allowed, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(allowed)}"
                 self.problem((*loc, key), "unknown key" + hint)
@@ -187,9 +193,30 @@ class _Reader:
         claims = self.claims(item, loc, fixtures)
         probe = self.request(item.get("request"), (*loc, "request"), "request" in item)
         expect = self.expect(item.get("expect"), (*loc, "expect"), "expect" in item)
+        tools = self.upstream_tools(item, loc, expect or ())
         if len(self.problems) != before or probe is None or expect is None:
             return None
-        return Case(str(name), position(self.tree, loc)[0], claims, probe, expect)
+        return Case(str(name), position(self.tree, loc)[0], claims, probe, expect, tools)
+
+    def upstream_tools(self, item: dict[Any, Any], loc: tuple[Any, ...], expect: tuple[tuple[str, Any], ...],
+                       ) -> tuple[str, ...]:
+        """``upstream_tools`` and ``expect.filtered_tools`` come together: one alone checks nothing."""
+        expects = any(field == "filtered_tools" for field, _ in expect)
+        if "upstream_tools" not in item:
+            if expects:
+                self.problem((*loc, "expect", "filtered_tools"),
+                             "filtered_tools needs upstream_tools: the tool names the upstream lists")
+            return ()
+        tools = self.tool_names(to_plain(item["upstream_tools"]), (*loc, "upstream_tools"))
+        if tools is not _INVALID and not expects:
+            self.problem((*loc, "upstream_tools"), "upstream_tools needs expect.filtered_tools: what the caller sees")
+        return tools if tools is not _INVALID else ()
+
+    def tool_names(self, value: Any, loc: tuple[Any, ...]) -> Any:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.problem(loc, "must be a list of tool names")
+            return _INVALID
+        return tuple(value)
 
     def claims(self, item: dict[Any, Any], loc: tuple[Any, ...], fixtures: dict[str, Any]) -> dict[str, Any] | None:
         if "claims" in item and "claims_fixture" in item:
@@ -266,7 +293,7 @@ class _Reader:
         if decision is not None:
             found.append(("decision", decision))
         for key, check in (("status", self.status), ("rule", self.rule), ("reason", self.reason),
-                           ("scopes", self.scopes), ("shadow", self.shadow)):
+                           ("scopes", self.scopes), ("shadow", self.shadow), ("filtered_tools", self.tool_names)):
             if key in node and (value := check(to_plain(node[key]), (*loc, key))) is not _INVALID:
                 found.append((key, value))
         return tuple(found)

@@ -7,8 +7,10 @@ then the longest prefix), ``extract.bearer_token``, the token's claims (taken as
 there is no key to check a signature with and no clock worth trusting, so ``typ``, the
 signature and the times are not checked, but the issuer is chosen by exact ``iss`` among the
 resource's issuers and ``aud``, when the claims carry one, must name the resource, as the
-server requires), the JSON-RPC body check for requests with ``Mcp-Method`` / ``Mcp-Name``,
-then the rules compiled by ``pipeline.compile_rules`` and ``raise_for_decision``. Request
+server requires), the JSON-RPC body check (every POST to an MCP resource, and requests with
+``Mcp-Method`` / ``Mcp-Name``), then the rules compiled by ``pipeline.compile_rules``, one
+decision per JSON-RPC message as the server makes it, and ``raise_for_decision``. MCP session
+bindings are state of a running server and are not part of an evaluation. Request
 signatures are not verified (there is no signature to verify); the steps say so rather
 than pass silently.
 """
@@ -27,8 +29,9 @@ from enforcer.auth.claims import canonical_resource, parse_audiences
 from enforcer.auth.extract import bearer_token
 from enforcer.context import Principal, RequestInfo, ShadowResult
 from enforcer.errors import BodyTooLarge, EnforcerError, InvalidToken, Reason
-from enforcer.mcp.inspect import check_headers, needs_inspection, parse_messages
-from enforcer.pipeline import compile_rules, raise_for_decision, request_path, select_route
+from enforcer.mcp.filter import ListFilter
+from enforcer.mcp.inspect import JsonRpcMessage, check_headers, parse_messages
+from enforcer.pipeline import compile_rules, inspects, raise_for_decision, request_path, select_route
 from enforcer.policy.engine import Explanation, Operation
 from enforcer.policy.loader import Policy
 from enforcer.policy.model import Issuer, Resource
@@ -86,6 +89,8 @@ class Evaluation:
     resource: Resource | None = None
     explanation: Explanation | None = None  # when the rules were evaluated
     claims: Mapping[str, Any] | None = None
+    principal: Principal | None = None
+    operation: Operation | None = None  # what the rules judged (its message: the first of the body)
 
     @property
     def allowed(self) -> bool:
@@ -126,10 +131,12 @@ class Evaluator:
             if route.resource.signatures is not None:
                 steps.append(Step("signature", True, _signature_text(route.resource)))
             stage = "body"
-            steps.append(Step("body", True, inspect_body(request, probe.body, route.resource)))
+            messages = inspect_body(request, probe.body, route.resource)
+            steps.append(Step("body", True, body_text(request, messages, route.resource)))
             stage = "policy"
             at = probe.time if probe.time is not None else time.time()
-            explanation = self.rules[route.resource.id].explain(principal, Operation(request.method, path, at))
+            operation = Operation(request.method, path, at)
+            explanation = self.rules[route.resource.id].explain_messages(principal, operation, messages)
             raise_for_decision(explanation.decision)
         except EnforcerError as error:
             if stage != "policy":
@@ -138,7 +145,20 @@ class Evaluator:
                               error.rule, getattr(error, "scopes", ()), route.resource if route else None,
                               explanation, claims)
         return Evaluation(probe, tuple(steps), 200, Reason.ALLOWED, rule=explanation.decision.rule,
-                          resource=route.resource, explanation=explanation, claims=claims)
+                          resource=route.resource, explanation=explanation, claims=claims, principal=principal,
+                          operation=operation)
+
+    def visible_tools(self, evaluation: Evaluation, tools: tuple[str, ...]) -> tuple[str, ...]:
+        """Which of ``tools`` (an upstream's ``tools/list``) the caller of an allowed request
+        would be shown, as the server filters the list; nothing for a refused request."""
+        resource, principal, operation = evaluation.resource, evaluation.principal, evaluation.operation
+        if not evaluation.allowed or resource is None or principal is None or operation is None:
+            return ()
+        options = resource.mcp_options
+        if options is None or not options.filter_lists:
+            return tools
+        listing = ListFilter(self.rules[resource.id], principal, operation._replace(method="POST", message=None))
+        return tuple(name for name in tools if listing.usable("tools/call", name))
 
 
 def route_text(route: Route) -> str:
@@ -196,18 +216,27 @@ def _signature_text(resource: Resource) -> str:
     return "not checked: a signature, when sent, must verify"
 
 
-def inspect_body(request: RequestInfo, body: bytes | None, resource: Resource) -> str:
-    """The server's body check: only for requests with ``Mcp-Method`` / ``Mcp-Name``."""
-    if not needs_inspection(request):
-        return "not inspected (no Mcp-Method or Mcp-Name header)"
+def inspect_body(request: RequestInfo, body: bytes | None, resource: Resource) -> tuple[JsonRpcMessage, ...]:
+    """The server's body check: the JSON-RPC messages of the body, when the server reads it."""
+    if not inspects(request, resource.mcp_options):
+        return ()
     limit = resource.limits.max_body_bytes
     data = body or b""
     if len(data) > limit:
         raise BodyTooLarge(f"the body is larger than {limit} bytes")
     messages = parse_messages(data, limit)
     check_headers(request, messages)
+    return messages
+
+
+def body_text(request: RequestInfo, messages: tuple[JsonRpcMessage, ...], resource: Resource) -> str:
+    if not messages:
+        if resource.mcp_options is not None:
+            return "not inspected (an MCP resource reads the bodies of POSTs; no Mcp-Method or Mcp-Name header)"
+        return "not inspected (no Mcp-Method or Mcp-Name header)"
     found = "; ".join(" ".join(str(v) for v in message.summary().values() if v) for message in messages)
-    return f"JSON-RPC {found}: agrees with the Mcp-* headers"
+    headers = request.header(b"mcp-method") is not None or request.header(b"mcp-name") is not None
+    return f"JSON-RPC {found}" + (": agrees with the Mcp-* headers" if headers else "")
 
 
 def claims_from_token(token: str) -> dict[str, Any]:

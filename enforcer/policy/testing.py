@@ -84,7 +84,8 @@ def run_case_file(case_file: CaseFile, evaluator: Evaluator) -> FileResult:
     results = []
     for case in case_file.cases:
         evaluation = evaluator.evaluate(case.claims, case.probe)
-        got = tuple((field, actual(evaluation, field, expected)) for field, expected in case.expect)
+        got = tuple((field, evaluator.visible_tools(evaluation, case.upstream_tools) if field == "filtered_tools"
+                     else actual(evaluation, field, expected)) for field, expected in case.expect)
         results.append(CaseResult(case, evaluation, got))
     return FileResult(case_file, tuple(results))
 
@@ -95,8 +96,8 @@ def describe(fields: Iterable[tuple[str, Any]]) -> str:
     for field, value in fields:
         if field in ("decision", "status"):
             parts.append(str(value))
-        elif field == "scopes":
-            parts.append(f"scopes=[{', '.join(value)}]")
+        elif field in ("scopes", "filtered_tools"):
+            parts.append(f"{field}=[{', '.join(value)}]")
         elif isinstance(value, tuple):  # a shadow mapping: decision/rule/reason, as far as given
             given = dict(value)
             parts.append("shadow=" + "/".join("-" if given[k] is None else str(given[k])
