@@ -36,6 +36,11 @@ def serving_problem(settings: Settings, policy: Policy) -> str | None:
         return (f"resources {', '.join(nonce_resources)} require signature nonces, and with --replay-store memory "
                 "each worker would remember only its own, so a request could be replayed to another worker; "
                 "use a redis:// replay store")
+    session_resources = [r.id for r in policy.resources if (mcp := r.mcp_options) is not None and mcp.bind_sessions]
+    if count > 1 and settings.replay_store == "memory" and session_resources:
+        return (f"MCP resources {', '.join(session_resources)} bind sessions to their callers, and with "
+                "--replay-store memory each worker would know only the sessions it saw issued, so the others "
+                "would answer 404; use a redis:// replay store (or mcp: {bind_sessions: false})")
     if count > 1 and (settings.audit.file or settings.audit.chain):
         return ("every worker would append to, rotate and chain the same audit file on its own; "
                 "send audit records to stdout or --audit-webhook instead")

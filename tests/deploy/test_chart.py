@@ -473,3 +473,39 @@ def test_helm_test_pod_requires_readyz(chart: Chart) -> None:
         tag = container["image"].rsplit(":", 1)[1]
         assert tag and tag != "latest"
     assert chart.render(sets=("testHook.enabled=false",)).of("Pod") == []
+
+
+MCP_POLICY = """version: 1
+issuers:
+  - {id: main, issuer: "https://auth.example.com", discovery: true}
+resources:
+  - id: tools
+    resource: https://mcp.example.com/mcp
+    match: {path_prefix: /mcp}
+    upstream: http://mcp:8000/mcp
+    issuers: [main]
+    MCP_KEY
+    rules:
+      - {id: anyone, effect: allow, client_ids: ["*"], scopes: [mcp], RULE_MCP}
+"""
+
+
+@pytest.mark.parametrize(("mcp_key", "rule_mcp", "sets", "refused"), [
+    ("mcp: true", "", (), False),                                        # one pod: memory is enough
+    ("mcp: true", "", ("replicaCount=2",), True),                        # the other pod would answer 404
+    ("mcp: {filter_lists: true}", "", ("workers=2",), True),             # bind_sessions defaults to true
+    ("", "mcp: {tools: [echo]}", ("replicaCount=2",), True),             # an mcp condition makes it MCP
+    ("mcp: {bind_sessions: false}", "", ("replicaCount=2",), False),     # nothing shared to keep
+    ("mcp: false", "", ("replicaCount=2",), False),
+    ("mcp: true", "", ("replicaCount=2", "replayStore.url=redis://redis:6379/0"), False),
+])
+def test_MCP_22_session_bindings_across_pods_need_redis(chart: Chart, tmp_path: Path, mcp_key: str, rule_mcp: str,
+                                                        sets: tuple[str, ...], refused: bool) -> None:
+    policy = MCP_POLICY.replace("MCP_KEY", mcp_key).replace(", RULE_MCP", f", {rule_mcp}" if rule_mcp else "")
+    values = write_values(tmp_path, {"policy": {"files": {"mcp.yaml": policy}}})
+    done = chart.run(*chart.template_command([values], sets))
+    if refused:
+        assert done.returncode != 0
+        assert "MCP resource tools binds sessions" in done.stderr and "replayStore" in done.stderr
+    else:
+        assert done.returncode == 0, done.stderr

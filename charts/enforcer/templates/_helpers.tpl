@@ -168,6 +168,9 @@ Checks across values that the schema cannot express.
 {{- range $resource := include "enforcer.nonceResources" . | fromYamlArray }}
 {{- fail (printf "resource %s requires signature nonces (require_nonce: true) and more than one pod or worker runs: each would remember only its own nonces, so a request could be replayed to another; set replayStore.url or replayStore.existingSecret (Redis)" $resource) }}
 {{- end }}
+{{- range $resource := include "enforcer.sessionResources" . | fromYamlArray }}
+{{- fail (printf "MCP resource %s binds sessions to their callers and more than one pod or worker runs: each would know only the sessions it saw issued, and the others would answer 404; set replayStore.url or replayStore.existingSecret (Redis), or mcp: {bind_sessions: false}" $resource) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -179,6 +182,33 @@ as a YAML list. A policy from an existing ConfigMap cannot be read here; NOTES w
 {{- $ids := list }}
 {{- range include "enforcer.policyResources" . | fromYamlArray }}
 {{- if and (kindIs "map" .signatures) (eq (toString .signatures.require_nonce) "true") }}
+{{- $ids = append $ids (toString .id) }}
+{{- end }}
+{{- end }}
+{{- toYaml $ids }}
+{{- end }}
+
+{{/*
+Ids of the MCP resources in policy.files (or the default policy) that bind sessions to their
+callers, as a YAML list: `mcp: true`, `mcp: {...}` without `bind_sessions: false`, or no `mcp`
+key and a rule with an `mcp` condition (the same test as the policy loader's).
+*/}}
+{{- define "enforcer.sessionResources" -}}
+{{- $ids := list }}
+{{- range include "enforcer.policyResources" . | fromYamlArray }}
+{{- $mcp := false }}
+{{- if kindIs "map" .mcp }}
+{{- $mcp = ne (toString .mcp.bind_sessions) "false" }}
+{{- else if kindIs "bool" .mcp }}
+{{- $mcp = .mcp }}
+{{- else if kindIs "slice" .rules }}
+{{- range .rules }}
+{{- if and (kindIs "map" .) (hasKey . "mcp") }}
+{{- $mcp = true }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $mcp }}
 {{- $ids = append $ids (toString .id) }}
 {{- end }}
 {{- end }}
