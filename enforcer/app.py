@@ -32,6 +32,7 @@ from enforcer.context import Outcome, RequestInfo
 from enforcer.errors import BodyTooLarge, EnforcerError, Reason
 from enforcer.mcp.exchange import McpExchange, PathMap
 from enforcer.mcp.filter import ListFilter
+from enforcer.mcp.inspect import error_response
 from enforcer.mcp.sessions import SessionStore, make_session_store
 from enforcer.metadata import WELL_KNOWN, challenge, metadata_document
 from enforcer.observability.audit import AuditLog, audit_record, build_audit_log
@@ -238,7 +239,7 @@ class EnforcerApp:
         except EnforcerError as error:
             outcome.reason = error.reason
             outcome.status = error.status
-            await send_error(send, error, resource, request.request_id)
+            await send_error(send, error, resource, request.request_id, _jsonrpc_messages(state, resource, outcome))
         except StreamAborted as aborted:
             outcome.reason = aborted.reason
         except Exception:
@@ -332,10 +333,22 @@ class EnforcerApp:
                            paths=PathMap(route.upstream_base, route.prefix))
 
 
-async def send_error(send: Send, error: EnforcerError, resource: Resource | None, request_id: str) -> None:
+def _jsonrpc_messages(state: PolicyState, resource: Resource | None, outcome: Outcome) -> tuple[Any, ...]:
+    """The JSON-RPC messages to answer in kind, when the resource asks for JSON-RPC refusals."""
+    options = state.pipeline.mcp.get(resource.id) if resource is not None else None
+    return outcome.messages if options is not None and options.error_format == "jsonrpc" else ()
+
+
+async def send_error(send: Send, error: EnforcerError, resource: Resource | None, request_id: str,
+                     messages: tuple[Any, ...] = ()) -> None:
     """The one place an ``EnforcerError`` becomes a response. ``X-Request-Id`` lets an agent
-    developer quote the refusal to whoever reads the enforcer's logs."""
-    body = json.dumps(error.body()).encode()
+    developer quote the refusal to whoever reads the enforcer's logs. With ``messages`` (an MCP
+    resource answering in JSON-RPC) the body is a JSON-RPC error for each request among them,
+    carrying the usual body as ``error.data``; status and challenge do not change."""
+    document: Any = error.body()
+    if messages:
+        document = error_response(messages, error.jsonrpc_code, error.description, document) or document
+    body = json.dumps(document).encode()
     headers = [_JSON, _NO_STORE, (b"content-length", str(len(body)).encode()),
                (b"x-request-id", request_id.encode("ascii"))]
     if error.challenge:

@@ -142,6 +142,7 @@ class Outcome:
     decision: Decision | None = None
     signature: Any = None  # the accepted ``httpsig.VerifiedSignature``, when the resource asks for one
     mcp: tuple[dict[str, Any], ...] = ()  # method / tool / resource of each inspected JSON-RPC message
+    messages: tuple[Any, ...] = ()  # those messages (``mcp.inspect.JsonRpcMessage``), for a JSON-RPC refusal
     status: int = 0  # ours, or the upstream's when the request was forwarded
     forwarded: bool = False  # the upstream answered (``status`` is its status)
     reason: Reason = Reason.INTERNAL_ERROR

@@ -15,7 +15,7 @@ codes and challenges are decided here and nowhere else::
     │   └── InvalidSignature  401 invalid_signature (+ Accept-Signature saying what to sign)
     ├── Forbidden             403
     │   ├── InsufficientScope 403 insufficient_scope, scope="<every scope the operation needs>"
-    │   └── AccessDenied      403 access_denied (+ rule id when a rule decided)
+    │   └── AccessDenied      403 access_denied (+ rule id when a rule decided; challenge without scope)
     ├── InvalidDigest         400 invalid_digest       (Content-Digest does not match the body)
     ├── BodyTooLarge          413
     ├── UpstreamUnavailable   502
@@ -65,6 +65,9 @@ class EnforcerError(Exception):
     reason: Reason = Reason.INTERNAL_ERROR
     #: whether the response carries a ``WWW-Authenticate: Bearer`` challenge
     challenge: bool = False
+    #: the JSON-RPC error code when an MCP resource answers in JSON-RPC (``mcp.error_format``):
+    #: -32600 invalid request, -32001 unauthenticated, -32003 forbidden, -32603 internal
+    jsonrpc_code: int = -32603
 
     def __init__(self, description: str, *, rule: str | None = None) -> None:
         super().__init__(description)
@@ -88,6 +91,7 @@ class EnforcerError(Exception):
 
 
 class InvalidRequest(EnforcerError):
+    jsonrpc_code = -32600
     status = 400
     error = "invalid_request"
     reason = Reason.INVALID_REQUEST
@@ -105,12 +109,14 @@ class UnknownSession(EnforcerError):
     404 tells a client to start a new session; the same answer for "someone else's" and
     "unknown" means a guessed id reveals nothing."""
 
+    jsonrpc_code = -32600
     status = 404
     error = "invalid_request"
     reason = Reason.UNKNOWN_SESSION
 
 
 class Unauthorized(EnforcerError):
+    jsonrpc_code = -32001
     status = 401
     challenge = True
 
@@ -156,12 +162,14 @@ class InvalidSignature(Unauthorized):
 class InvalidDigest(EnforcerError):
     """The body does not match its signed ``Content-Digest`` (RFC 9530)."""
 
+    jsonrpc_code = -32600
     status = 400
     error = "invalid_digest"
     reason = Reason.INVALID_DIGEST
 
 
 class Forbidden(EnforcerError):
+    jsonrpc_code = -32003
     status = 403
     challenge = True
 
@@ -185,9 +193,12 @@ class InsufficientScope(Forbidden):
 
 
 class AccessDenied(Forbidden):
+    """A policy refusal that no scope would fix. The challenge (``error="access_denied"``,
+    ``resource_metadata``) tells a client that the token was understood and the answer is
+    final; only ``insufficient_scope`` invites a client to fetch a new token."""
+
     error = "access_denied"
     reason = Reason.DENIED_BY_RULE
-    challenge = False
 
     def __init__(self, description: str, *, rule: str | None, reason: Reason) -> None:
         super().__init__(description, rule=rule)
@@ -195,6 +206,7 @@ class AccessDenied(Forbidden):
 
 
 class BodyTooLarge(EnforcerError):
+    jsonrpc_code = -32600
     status = 413
     error = "invalid_request"
     reason = Reason.BODY_TOO_LARGE

@@ -106,6 +106,7 @@ class Pipeline:
             started = now
             messages = parse_messages(await body.read(), resource.limits.max_body_bytes)
             outcome.mcp = tuple(message.summary() for message in messages)
+            outcome.messages = messages
             check_headers(request, messages)
             stages["inspection"] = (now := clock()) - started
         operation = Operation(request.method, outcome.path, self.verifier.clock.time())

@@ -32,6 +32,7 @@ class JsonRpcMessage:
     kind: str  # "request" | "notification" | "response"
     method: str | None
     name: str | None  # params.name / params.uri for the methods in _NAMED_BY
+    id: str | int | None = None  # a request's id, for answering it with a JSON-RPC error
 
     def summary(self) -> dict[str, Any]:
         """What the audit record says about this message: its kind, method and target."""
@@ -40,6 +41,16 @@ class JsonRpcMessage:
             field = {"tools/call": "tool", "prompts/get": "prompt"}.get(self.method or "", "resource")
             summary[field] = self.name
         return summary
+
+
+def error_response(messages: tuple[JsonRpcMessage, ...], code: int, message: str, data: dict[str, Any]) -> Any:
+    """The JSON-RPC error answer to the requests among ``messages`` (an array for a batch), or
+    None when none of them is a request (notifications and responses get no answer)."""
+    answers = [{"jsonrpc": "2.0", "id": m.id, "error": {"code": code, "message": message, "data": data}}
+               for m in messages if m.kind == "request"]
+    if not answers:
+        return None
+    return answers if len(messages) > 1 else answers[0]
 
 
 def needs_inspection(request: RequestInfo) -> bool:
@@ -74,7 +85,12 @@ def _message(item: Any) -> JsonRpcMessage:
         name = params.get(_NAMED_BY[method]) if isinstance(params, dict) else None
         if not isinstance(name, str):
             raise InvalidRequest(f"{method} needs params.{_NAMED_BY[method]} as a string")
-    return JsonRpcMessage("request" if "id" in item else "notification", method, name)
+    if "id" not in item:
+        return JsonRpcMessage("notification", method, name)
+    request_id = item["id"]
+    if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, str | int)):
+        raise InvalidRequest("a JSON-RPC id must be a string or an integer")
+    return JsonRpcMessage("request", method, name, request_id)
 
 
 def check_headers(request: RequestInfo, messages: tuple[JsonRpcMessage, ...]) -> None:

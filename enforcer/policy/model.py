@@ -164,6 +164,11 @@ class McpOptions(Model):
         True, description="Bind each `Mcp-Session-Id` (and legacy SSE `session_id`) the upstream issues to the "
                           "caller that received it (issuer, sub, client_id); any other caller presenting it gets "
                           "404, as does an id the enforcer never saw issued.")
+    error_format: Literal["oauth", "jsonrpc"] = Field(
+        "oauth", description="Body of a refusal of a JSON-RPC request: `oauth`, the enforcer's JSON error body "
+                             "(`error`, `error_description`, `reason`, `rule`); `jsonrpc`, a JSON-RPC error for the "
+                             "request's id with that body as `error.data`, which MCP SDK clients surface to the "
+                             "caller. Status and `WWW-Authenticate` are the same either way.")
     session_ttl_seconds: Int = Field(
         86400, ge=60, le=2592000,
         description="Seconds a session binding is kept after its last use (60 to 2592000); a session idle "

@@ -115,9 +115,11 @@ CASES = [
                       challenge={"error": "insufficient_scope", "scope": " ".join(RULE_SCOPES),
                                  "resource_metadata": METADATA_URL}),
                  id="BT-10-MCP-18-no-scope-claim"),
-    pytest.param(Case(403, "access_denied", "denied_by_rule", token_claims={"sub": "mallory"}, rule="block-mallory"),
+    pytest.param(Case(403, "access_denied", "denied_by_rule", token_claims={"sub": "mallory"}, rule="block-mallory",
+                      challenge={"error": "access_denied", "resource_metadata": METADATA_URL}),
                  id="MCP-17-policy-deny-names-the-rule"),
-    pytest.param(Case(403, "access_denied", "no_matching_rule", token_claims={"client_id": "stranger"}),
+    pytest.param(Case(403, "access_denied", "no_matching_rule", token_claims={"client_id": "stranger"},
+                      challenge={"error": "access_denied", "resource_metadata": METADATA_URL}),
                  id="MCP-17-default-deny-no-matching-rule"),
     pytest.param(Case(404, "no_route", "no_route", path="/mcpx", no_challenge=True), id="no-route"),
 ]

@@ -89,6 +89,7 @@ class Stack:
     upstream: Upstream
     enforcer: ServerThread
     key: SigningKey
+    jwks_url: str  # the test issuer's keys, for more enforcers in front of the same upstream
 
     @property
     def url(self) -> str:
@@ -133,7 +134,7 @@ def mcp_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         enforcer = start_enforcer(tmp_path_factory.mktemp("interop-policy"), lambda origin: mcp_policy(
             origin=origin, upstream=upstream.url, issuer_block=issuer_block(f"{issuer.url}/jwks")))
         try:
-            yield Stack(upstream, enforcer, key)
+            yield Stack(upstream, enforcer, key, f"{issuer.url}/jwks")
         finally:
             enforcer.stop()
 

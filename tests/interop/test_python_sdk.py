@@ -14,6 +14,7 @@ the wire (``Wire`` reads them through an httpx2 event hook). The connection stay
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,7 +23,18 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR
 
-from tests.interop.conftest import ALICE, BOB, MODES, Stack, Wire, connect, sse_messages
+from tests.interop.conftest import (
+    ALICE,
+    BOB,
+    MODES,
+    Stack,
+    Wire,
+    connect,
+    issuer_block,
+    mcp_policy,
+    sse_messages,
+    start_enforcer,
+)
 
 HANDSHAKE = "2025-11-25"
 MODERN = "2026-07-28"
@@ -309,3 +321,36 @@ def test_streams_and_closing_need_a_token(world: Stack, http: httpx.Client, meth
         f'Bearer resource_metadata="{world.url}/.well-known/oauth-protected-resource/mcp"')
     assert session.reached_upstream() == before
     assert session.delete().status_code == 200
+
+
+@pytest.mark.parametrize(("mode", "version"), MODES)
+def test_a_refusal_in_json_rpc_reaches_the_sdk_caller_with_its_reason(
+        mcp_stack: Stack, tmp_path: Path, mode: str, version: str) -> None:
+    """With ``mcp: {error_format: jsonrpc}`` the 403 body is a JSON-RPC error for the call's id,
+    which the SDK raises as it is: the agent sees the rule, the reason and what to fix."""
+    enforcer = start_enforcer(tmp_path, lambda origin: mcp_policy(
+        origin=origin, upstream=mcp_stack.upstream.url, issuer_block=issuer_block(mcp_stack.jwks_url),
+    ).replace("mcp: true", "mcp: {error_format: jsonrpc}"))
+    wire = Wire()
+    url = f"{enforcer.url}/mcp"
+
+    async def scenario() -> MCPError:
+        headers = {"authorization": f"Bearer {mcp_stack.token(ALICE, url)}"}
+        async with connect(url, mode=mode, headers=headers, wire=wire) as client:
+            assert client.protocol_version == version
+            with pytest.raises(MCPError) as refused:
+                await client.call_tool("delete_all", {})
+            return refused.value
+
+    try:
+        mcp_stack.upstream.record.clear()
+        error = anyio.run(scenario)
+    finally:
+        enforcer.stop()
+    assert error.code == -32003
+    assert error.message == "denied by policy rule no-deletes"
+    assert error.data == {"error": "access_denied", "error_description": "denied by policy rule no-deletes",
+                          "reason": "denied_by_rule", "rule": "no-deletes"}
+    [refusal] = wire.refusals()
+    assert refusal.status == 403 and "www-authenticate" in refusal.headers
+    assert "delete_all" not in mcp_stack.upstream.ran

@@ -9,7 +9,7 @@ import pytest
 
 from enforcer.context import RequestInfo
 from enforcer.errors import InvalidRequest
-from enforcer.mcp.inspect import check_headers, needs_inspection, parse_messages
+from enforcer.mcp.inspect import check_headers, error_response, needs_inspection, parse_messages
 from tests.support import claims, raw_request, sign
 
 
@@ -111,3 +111,21 @@ def test_body_is_not_read_before_the_token_is_verified(stack) -> None:  # type: 
     big = body({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "x": "a" * 1_100_000}})
     response = raw_request(stack.enforcer.port, "/mcp", method="POST", body=big, headers=[("Mcp-Method", "x")])
     assert response.status == 401  # not 413: an anonymous client never makes the enforcer buffer its body
+
+
+def test_a_json_rpc_refusal_answers_each_request_by_its_id() -> None:
+    data = {"error": "access_denied", "reason": "denied_by_rule", "rule": "no-deletes"}
+    call = b'{"jsonrpc": "2.0", "id": "a-1", "method": "tools/call", "params": {"name": "delete_all"}}'
+    note = b'{"jsonrpc": "2.0", "method": "notifications/initialized"}'
+    single = error_response(parse_messages(call, 4096), -32003, "denied", data)
+    assert single == {"jsonrpc": "2.0", "id": "a-1", "error": {"code": -32003, "message": "denied", "data": data}}
+    batch = error_response(parse_messages(b"[" + call + b"," + note + b"," + call.replace(b'"a-1"', b"7") + b"]",
+                                          4096), -32003, "denied", data)
+    assert [answer["id"] for answer in batch] == ["a-1", 7]  # the notification gets no answer
+    assert error_response(parse_messages(note, 4096), -32003, "denied", data) is None
+
+
+@pytest.mark.parametrize("bad_id", [b"1.5", b"true", b"[1]", b'{"a": 1}'])
+def test_a_request_id_must_be_a_string_or_an_integer(bad_id: bytes) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_messages(b'{"jsonrpc": "2.0", "id": ' + bad_id + b', "method": "ping"}', 4096)
