@@ -119,7 +119,7 @@ class McpExchange:
             raise InvalidUpstreamResponse("an event of the upstream's stream is not valid JSON") from exc
         if not self.list_filter.filter_document(document):
             return None
-        return event.with_data(json.dumps(document, ensure_ascii=False, separators=(",", ":")))
+        return event.with_data(json.dumps(document, separators=(",", ":")))
 
     async def _endpoint(self, event: Event) -> bytes:
         """The legacy transport's message URL: bind its session, serve it under the public prefix."""

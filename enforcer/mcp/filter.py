@@ -70,7 +70,8 @@ class ListFilter:
         return changed
 
     def rewrite_json(self, body: bytes) -> bytes:
-        """A JSON body with its list results filtered (the same bytes when nothing was removed)."""
+        """A JSON body with its list results filtered (the same bytes when nothing was removed),
+        written compactly in ASCII: escapes carry any text, lone surrogates included."""
         if len(body) > MAX_RESULT_BYTES:
             raise InvalidUpstreamResponse("the upstream's answer is too large to filter")
         try:
@@ -79,4 +80,4 @@ class ListFilter:
             raise InvalidUpstreamResponse("the upstream's answer is not valid JSON") from exc
         if not self.filter_document(document):
             return body
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json.dumps(document, separators=(",", ":")).encode("utf-8")

@@ -18,6 +18,7 @@ from enforcer.errors import InvalidUpstreamResponse
 #: a line ending followed by an empty line; atomic groups keep CRLF one line ending
 _EVENT_END = re.compile(rb"(?>\r\n|\n|\r)(?>\r\n|\n|\r)")
 _LINE = re.compile(rb"\r\n|\n|\r")
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark may open a stream; readers ignore it
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 
@@ -32,17 +33,17 @@ class Event:
 
     @classmethod
     def parse(cls, raw: bytes) -> Event:
-        kind, data = "message", []
-        for line in _LINE.split(raw):
-            name, colon, value = line.partition(b":")
-            if not colon or not name:
+        kind, data = "", []
+        for line in _LINE.split(raw.removeprefix(BOM)):
+            name, _, value = line.partition(b":")  # a line without a colon is a field with an empty value
+            if not name:
                 continue  # an empty line or a comment (":...")
             value = value[1:] if value.startswith(b" ") else value
             if name == b"event":
                 kind = value.decode("utf-8", "replace")
             elif name == b"data":
                 data.append(value.decode("utf-8", "replace"))
-        return cls(kind, "\n".join(data), raw)
+        return cls(kind or "message", "\n".join(data), raw)
 
     def with_data(self, data: str) -> bytes:
         """This event with its data replaced (one ``data:`` line; other fields kept, in order)."""
@@ -78,6 +79,11 @@ class EventStreamRewriter:
         return b"".join(out)
 
     async def finish(self) -> bytes:
-        """The end of the stream: an unfinished last event is dropped (a client would drop it too)."""
-        self._pending = b""
-        return b""
+        """The end of the stream: a last event held back for a CR is complete after all; an
+        unfinished one is dropped (a client would drop it too)."""
+        pending, self._pending = self._pending, b""
+        match = _EVENT_END.search(pending)
+        if match is None or match.end() != len(pending):
+            return b""
+        replacement = await self.on_event(Event.parse(pending))
+        return pending if replacement is None else replacement

@@ -258,19 +258,28 @@ class ResourcePolicy:
                         explain: bool = True) -> Decision:
         """The decision on a JSON-RPC body: each message judged on its own (``op`` with that
         message); the first refused message decides, otherwise the first message does. So a
-        batch is forwarded only when every message in it is allowed. Without messages, ``op``."""
+        batch is forwarded only when every message in it is allowed. The shadow result is the
+        same choice made over the decisions with every rule enforced. Without messages, ``op``."""
         if not messages:
             return self.decide(principal, op, explain=explain)
-        decisions = (self.decide(principal, op._replace(message=m), explain=explain) for m in messages)
-        return _deciding(decisions)
+        if len(messages) == 1:
+            return self.decide(principal, op._replace(message=messages[0]), explain=explain)
+        if not self.has_shadow:
+            return _deciding(self.decide(principal, op._replace(message=m), explain=explain) for m in messages)
+        return _batch([self.decide(principal, op._replace(message=m), explain=explain) for m in messages])
 
     def explain_messages(self, principal: Principal, op: Operation,
                          messages: Sequence[JsonRpcMessage]) -> Explanation:
-        """``explain`` of the message that decides (as ``decide_messages`` chooses it)."""
+        """``explain`` of the message that decides (as ``decide_messages`` chooses it), carrying
+        the batch's shadow result."""
         if not messages:
             return self.explain(principal, op)
         explanations = [self.explain(principal, op._replace(message=m)) for m in messages]
-        return next((e for e in explanations if not e.decision.allowed), explanations[0])
+        chosen = next((e for e in explanations if not e.decision.allowed), explanations[0])
+        if len(explanations) == 1 or not self.has_shadow:
+            return chosen
+        batch = _batch([e.decision for e in explanations])
+        return Explanation(replace(chosen.decision, shadow=batch.shadow), chosen.full)
 
     def explain(self, principal: Principal, op: Operation) -> Explanation:
         """Every rule and every condition evaluated, with the same combining as ``decide``."""
@@ -296,6 +305,25 @@ def _deciding(decisions: Iterable[Decision]) -> Decision:
         first = first or decision
     assert first is not None
     return first
+
+
+def _enforced(decision: Decision) -> Decision:
+    """What ``decision`` would have been with every shadow rule enforced."""
+    shadow = decision.shadow
+    if shadow is None:
+        return decision
+    return Decision(shadow.result == "would_allow", shadow.reason, shadow.rule, shadow.required_scopes)
+
+
+def _batch(decisions: Sequence[Decision]) -> Decision:
+    """The live choice among the messages' decisions (``_deciding``), with the shadow result of
+    the same choice among their fully enforced versions: a would-deny of any message is the
+    batch's, and a would-allow names the rule that would have allowed the refused message."""
+    index = next((i for i, d in enumerate(decisions) if not d.allowed), 0)
+    enforced = [_enforced(d) for d in decisions]
+    full = next((d for d in enforced if not d.allowed), enforced[index])
+    chosen = decisions[index]
+    return replace(with_shadow(replace(chosen, shadow=None), full), trace=chosen.trace)
 
 
 def _holds(trace: RuleTrace) -> tuple[bool, bool]:

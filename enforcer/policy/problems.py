@@ -194,16 +194,18 @@ def _annotation_at(loc: Sequence[Any]) -> Any:
 
 
 def _strip(annotation: Any) -> Any:
-    """``Annotated[X, ...]`` -> ``X``; ``X | None`` -> ``X``."""
+    """``Annotated[X, ...]`` -> ``X``; ``X | None`` -> ``X``; a union of one model and scalars
+    (``mcp: true | {...}``) -> the model, where keys can be misspelt."""
     while True:
         origin = typing.get_origin(annotation)
         if origin is typing.Annotated:
             annotation = typing.get_args(annotation)[0]
         elif origin in (typing.Union, types.UnionType):
             members = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(members) != 1:
+            models = [m for m in members if _model_class(m) is not None]
+            if len(members) != 1 and len(models) != 1:
                 return annotation
-            annotation = members[0]
+            annotation = members[0] if len(members) == 1 else models[0]
         else:
             return annotation
 
