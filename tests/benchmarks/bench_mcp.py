@@ -29,7 +29,6 @@ import argparse
 import http.client
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -519,36 +518,8 @@ def benchmark(args: argparse.Namespace) -> bool:
             children.close()
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["_child"]:
-        return _child_main(argv[1:])
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per configuration (default 3)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per run, 1 round, 1 s warm-up")
-    args = parser.parse_args(argv)
-    if args.duration < 1 or args.rounds < 1:
-        parser.error("--duration must be >= 1 and --rounds >= 1")
-    if shutil.which("wrk") is None:
-        raise SystemExit("bench_mcp: wrk not found on PATH; install it with\n    apt-get install -y wrk")
-    signal.signal(signal.SIGTERM, _terminate)  # cleanup runs on SIGTERM as on Ctrl-C
-    started = time.monotonic()
-    try:
-        ok = benchmark(args)
-    except bench.BenchError as exc:
-        print(f"bench_mcp: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench_mcp: interrupted; servers stopped", file=sys.stderr)
-        return 130
-    print(f"({time.monotonic() - started:.0f} s)")
-    return 0 if ok else 1
+    return bench.run_benchmark_cli("bench_mcp", __doc__, benchmark, _child_main, argv, tools=("wrk",))
 
 
 if __name__ == "__main__":

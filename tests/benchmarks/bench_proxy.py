@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -482,13 +483,14 @@ def report(results: dict[tuple[str, int], list[Run]]) -> bool:
 
 # -- the benchmark -----------------------------------------------------------------------------------------
 
-def require_tools() -> None:
+def require_tools(name: str = "bench_proxy", tools: tuple[str, ...] = ("nginx", "wrk")) -> None:
     if shutil.which("nginx") is None and Path("/usr/sbin/nginx").exists():
         os.environ["PATH"] += os.pathsep + "/usr/sbin"
-    missing = [tool for tool in ("nginx", "wrk") if shutil.which(tool) is None]
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
-        raise SystemExit(f"bench_proxy: {' and '.join(missing)} not found on PATH; install them with\n"
-                         "    apt-get install -y nginx-light wrk    (or the 'nginx' package instead of nginx-light)")
+        packages = " ".join("nginx-light" if tool == "nginx" else tool for tool in tools)
+        raise SystemExit(f"{name}: {' and '.join(missing)} not found on PATH; install them with\n"
+                         f"    apt-get install -y {packages}")
 
 
 def benchmark(args: argparse.Namespace) -> bool:
@@ -574,11 +576,15 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_benchmark_cli(name: str, doc: str, benchmark: Callable[[argparse.Namespace], bool],
+                      child_main: Callable[[list[str]], int], argv: list[str] | None = None,
+                      tools: tuple[str, ...] = ("nginx", "wrk")) -> int:
+    """The command line the wrk benchmarks share: ``--duration --rounds --warmup --quick``, the
+    ``_child`` entry point of their servers, and stopping every server on Ctrl-C or SIGTERM."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_child"]:
-        return _child_main(argv[1:])
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+        return child_main(argv[1:])
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per configuration (default 3)")
@@ -586,17 +592,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.duration < 1 or args.rounds < 1:
         parser.error("--duration must be >= 1 and --rounds >= 1")
-    require_tools()
+    require_tools(name, tools)
     signal.signal(signal.SIGTERM, _terminate)  # cleanup runs on SIGTERM as on Ctrl-C
+    started = time.monotonic()
     try:
         ok = benchmark(args)
     except BenchError as exc:
-        print(f"bench_proxy: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("bench_proxy: interrupted; servers stopped", file=sys.stderr)
+        print(f"{name}: interrupted; servers stopped", file=sys.stderr)
         return 130
+    print(f"({time.monotonic() - started:.0f} s)")
     return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_benchmark_cli("bench_proxy", __doc__, benchmark, _child_main, argv)
 
 
 if __name__ == "__main__":
