@@ -7,6 +7,7 @@ codes and challenges are decided here and nowhere else::
 
     EnforcerError
     ├── InvalidRequest        400 invalid_request      (ambiguous path, two Authorization headers, token in query)
+    │   └── HeaderMismatch    400 invalid_request      (Mcp-Method / Mcp-Name against the JSON-RPC body)
     ├── NoRoute               404 no_route
     ├── UnknownSession        404 invalid_request      (an MCP session id not issued to this caller)
     ├── Unauthorized          401 (challenge carries resource_metadata)
@@ -66,7 +67,8 @@ class EnforcerError(Exception):
     #: whether the response carries a ``WWW-Authenticate: Bearer`` challenge
     challenge: bool = False
     #: the JSON-RPC error code when an MCP resource answers in JSON-RPC (``mcp.error_format``):
-    #: -32600 invalid request, -32001 unauthenticated, -32003 forbidden, -32603 internal
+    #: -32600 invalid request, -32020 header mismatch, -32001 unauthenticated, -32003 forbidden,
+    #: -32603 internal
     jsonrpc_code: int = -32603
 
     def __init__(self, description: str, *, rule: str | None = None) -> None:
@@ -96,6 +98,12 @@ class InvalidRequest(EnforcerError):
     error = "invalid_request"
     reason = Reason.INVALID_REQUEST
     challenge = True
+
+
+class HeaderMismatch(InvalidRequest):
+    """``Mcp-Method`` / ``Mcp-Name`` that disagree with the JSON-RPC body (MCP's HeaderMismatch)."""
+
+    jsonrpc_code = -32020
 
 
 class NoRoute(EnforcerError):

@@ -16,13 +16,20 @@ from typing import Any
 
 from enforcer.auth import strictjson
 from enforcer.context import RequestInfo
-from enforcer.errors import InvalidRequest
+from enforcer.errors import HeaderMismatch, InvalidRequest
 
 MAX_DEPTH = 64
 MAX_BATCH = 100
-#: methods whose target is named in params, and the param that names it
+#: methods whose target is named in params, and the param that names it (what ``Mcp-Name`` repeats)
 _NAMED_BY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri",
-             "resources/subscribe": "uri", "resources/unsubscribe": "uri"}
+             "resources/subscribe": "uri", "resources/unsubscribe": "uri",
+             "tasks/get": "taskId", "tasks/update": "taskId", "tasks/cancel": "taskId"}
+#: methods that mean nothing without their target
+_NAME_REQUIRED = frozenset({"tools/call", "prompts/get", "resources/read"})
+#: how the audit record calls each kind of target
+_TARGET_FIELD = {"tools/call": "tool", "prompts/get": "prompt", "tasks/get": "task", "tasks/update": "task",
+                 "tasks/cancel": "task"}
+_OWS = " \t"  # optional whitespace around a header value (RFC 9110 section 5.5) is not part of it
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,7 @@ class JsonRpcMessage:
         """What the audit record says about this message: its kind, method and target."""
         summary: dict[str, Any] = {"kind": self.kind, "method": self.method}
         if self.name is not None:
-            field = {"tools/call": "tool", "prompts/get": "prompt"}.get(self.method or "", "resource")
-            summary[field] = self.name
+            summary[_TARGET_FIELD.get(self.method or "", "resource")] = self.name
         return summary
 
 
@@ -81,7 +87,10 @@ def _message(item: Any) -> JsonRpcMessage:
         raise InvalidRequest("the JSON-RPC method must be a string")
     params = item.get("params")
     name = None
-    if method in _NAMED_BY:
+    given = method in _NAMED_BY and isinstance(params, dict) and _NAMED_BY[method] in params
+    if given or method in _NAME_REQUIRED:
+        # a target the policy cannot read is never forwarded; where the target may be left out
+        # (subscriptions, tasks), its absence leaves it None, which no name condition matches
         name = params.get(_NAMED_BY[method]) if isinstance(params, dict) else None
         if not isinstance(name, str):
             raise InvalidRequest(f"{method} needs params.{_NAMED_BY[method]} as a string")
@@ -101,5 +110,5 @@ def check_headers(request: RequestInfo, messages: tuple[JsonRpcMessage, ...]) ->
             continue
         if len(values) > 1 or len(messages) != 1:
             raise InvalidRequest(f"send one {header.decode()} header, with a body of one JSON-RPC message")
-        if values[0].decode("latin-1") != getattr(messages[0], field):
-            raise InvalidRequest(f"the {header.decode()} header does not match the JSON-RPC body")
+        if values[0].decode("latin-1").strip(_OWS) != getattr(messages[0], field):
+            raise HeaderMismatch(f"the {header.decode()} header does not match the JSON-RPC body")

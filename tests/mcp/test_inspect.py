@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from enforcer.context import RequestInfo
-from enforcer.errors import InvalidRequest
+from enforcer.errors import HeaderMismatch, InvalidRequest
 from enforcer.mcp.inspect import check_headers, error_response, needs_inspection, parse_messages
 from tests.support import claims, raw_request, sign
 
@@ -32,6 +32,14 @@ AGREE = [
     pytest.param([(b"mcp-method", b"notifications/initialized")], body(NOTE), id="notification"),
     pytest.param([(b"mcp-method", b"tools/list")], body({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}),
                  id="method-without-name"),
+    pytest.param([(b"mcp-method", b"tasks/get"), (b"mcp-name", b"task-9")],
+                 body({"jsonrpc": "2.0", "id": 4, "method": "tasks/get", "params": {"taskId": "task-9"}}),
+                 id="tasks-get-names-its-task"),
+    pytest.param([(b"mcp-method", b" tools/call\t"), (b"mcp-name", b"echo  ")], body(CALL),
+                 id="surrounding-whitespace-is-not-part-of-a-value"),
+    pytest.param([(b"mcp-method", b"resources/subscribe")],
+                 body({"jsonrpc": "2.0", "id": 5, "method": "resources/subscribe", "params": {"_meta": {}}}),
+                 id="subscribe-without-uri-is-left-to-the-server"),
 ]
 
 REFUSE = [
@@ -50,6 +58,12 @@ REFUSE = [
     pytest.param([(b"mcp-method", b"tools/call")], body({"jsonrpc": "2.0", "id": 1, "method": "tools/call"}),
                  id="tools-call-without-name"),
     pytest.param([(b"mcp-method", b"tools/call")], b"[]", id="empty-batch"),
+    pytest.param([(b"mcp-method", b"tasks/get"), (b"mcp-name", b"task-1")],
+                 body({"jsonrpc": "2.0", "id": 4, "method": "tasks/get", "params": {"taskId": "task-9"}}),
+                 id="tasks-get-other-task"),
+    pytest.param([(b"mcp-method", b"resources/subscribe")],
+                 body({"jsonrpc": "2.0", "id": 5, "method": "resources/subscribe", "params": {"uri": 7}}),
+                 id="subscribe-uri-not-a-string"),
 ]
 
 
@@ -129,3 +143,9 @@ def test_a_json_rpc_refusal_answers_each_request_by_its_id() -> None:
 def test_a_request_id_must_be_a_string_or_an_integer(bad_id: bytes) -> None:
     with pytest.raises(InvalidRequest):
         parse_messages(b'{"jsonrpc": "2.0", "id": ' + bad_id + b', "method": "ping"}', 4096)
+
+
+def test_a_header_mismatch_is_answered_in_json_rpc_as_mcp_header_mismatch() -> None:
+    with pytest.raises(HeaderMismatch) as mismatch:
+        check_headers(request((b"mcp-name", b"echo")), parse_messages(body(READ), 4096))
+    assert (mismatch.value.status, mismatch.value.jsonrpc_code) == (400, -32020)
