@@ -9,8 +9,8 @@ The forwarder hands the upstream's answer to an ``McpExchange`` before the clien
   every GET stream (where the legacy SSE transport delivers all answers): a JSON answer is
   read whole and rewritten, an event stream event by event (``mcp/sse.py``);
 * on a GET stream, the legacy transport's ``endpoint`` event (the URL to POST messages to,
-  carrying ``session_id``) binds that session and has its path moved from the upstream's
-  base path to the resource's public prefix, so clients post where the enforcer listens.
+  carrying ``session_id``) has its path moved from the upstream's base path to the resource's
+  public prefix, so clients post where the enforcer listens, and binds that session.
 
 Answers that need none of this are relayed untouched, byte for byte, at the normal cost.
 """
@@ -67,7 +67,7 @@ class McpExchange:
         self.sessions = sessions if options.bind_sessions else None
         asks_for_list = any(message.method in LIST_METHODS for message in messages)
         self.list_filter = list_filter if list_filter is not None and (method == "GET" or asks_for_list) else None
-        self.watch_endpoint = self.sessions is not None and method == "GET"
+        self.watch_endpoint = method == "GET"  # the legacy transport announces its message URL there
         #: the upstream must answer in a form that can be read (no content coding)
         self.reads_answer = self.list_filter is not None or self.watch_endpoint
         self._expects_list = asks_for_list and self.list_filter is not None
@@ -124,8 +124,9 @@ class McpExchange:
     async def _endpoint(self, event: Event) -> bytes:
         """The legacy transport's message URL: bind its session, serve it under the public prefix."""
         url = urlsplit(event.data.strip())
-        ids = parse_qs(url.query, keep_blank_values=True).get("session_id", [])
-        if len(ids) != 1:
-            raise InvalidUpstreamResponse("the upstream's endpoint event does not name one session_id")
-        await self._bind(ids[0])
+        if self.sessions is not None:
+            ids = parse_qs(url.query, keep_blank_values=True).get("session_id", [])
+            if len(ids) != 1:
+                raise InvalidUpstreamResponse("the upstream's endpoint event does not name one session_id")
+            await self._bind(ids[0])
         return event.with_data(self.paths.public(url.path) + (f"?{url.query}" if url.query else ""))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ resources:
     match: {{path_prefix: /mcp}}
     upstream: {upstream}/upstream-mcp
     issuers: [test]
-    mcp: true
+    mcp: {mcp}
     rules:
       - id: no-deletes
         effect: deny
@@ -89,6 +90,12 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
+    with running_world(tmp_path) as world:
+        yield world
+
+
+@contextmanager
+def running_world(tmp_path: Path, mcp: str = "true") -> Iterator[World]:
     key = SigningKey.generate("ES256", kid="k1")
     holder: dict[str, World] = {}
 
@@ -101,7 +108,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 
     upstream = RecordingUpstream(handler=handle)
     with serving(JWKSEndpoint(document=jwks(key))) as issuer, serving(upstream) as upstream_server:
-        policy = POLICY.format(issuer=ISSUER, jwks=f"{issuer.url}/jwks", upstream=upstream_server.url)
+        policy = POLICY.format(issuer=ISSUER, jwks=f"{issuer.url}/jwks", upstream=upstream_server.url, mcp=mcp)
         with serve_enforcer(tmp_path, policy) as (_, enforcer):
             world = holder["world"] = World(upstream, enforcer.url, key)
             world.token = world.token_for("alice", "agent-42")
@@ -209,6 +216,14 @@ def test_a_legacy_endpoint_event_is_moved_under_the_public_prefix_and_binds_its_
                           headers={"authorization": f"Bearer {world.token}", "content-type": "application/json"})
     assert (accepted.status_code, accepted.text) == (202, "Accepted")
     assert world.upstream.requests[-1].query == "session_id=abc123"
+
+
+def test_the_endpoint_event_is_moved_under_the_prefix_without_session_binding_too(tmp_path: Path) -> None:
+    with running_world(tmp_path, "{bind_sessions: false, filter_lists: false}") as world:
+        world.answer = sse_answer(b"event: endpoint\ndata: /upstream-mcp/messages/?session_id=xyz\n\n")
+        assert world.get("/mcp/sse").text == "event: endpoint\ndata: /mcp/messages/?session_id=xyz\n\n"
+        world.answer = lambda record: (202, [(b"content-type", b"text/plain")], [b"Accepted"])
+        assert world.post(LIST, **{"mcp-session-id": "never-issued"}).status_code == 202  # nothing is bound
 
 
 @pytest.mark.parametrize(("body", "why"), [
