@@ -31,7 +31,6 @@ from enforcer.config import Settings, serving_problem
 from enforcer.context import Outcome, RequestInfo
 from enforcer.errors import BodyTooLarge, EnforcerError, Reason
 from enforcer.mcp.exchange import McpExchange, PathMap
-from enforcer.mcp.filter import ListFilter
 from enforcer.mcp.inspect import error_response
 from enforcer.mcp.sessions import SessionStore, make_session_store
 from enforcer.metadata import WELL_KNOWN, challenge, metadata_document
@@ -322,14 +321,10 @@ class EnforcerApp:
         options = state.pipeline.mcp[route.resource.id]
         if options is None or authorized is None:
             return None
-        principal = authorized.principal
-        list_filter = None
-        if options.filter_lists:
-            operation = Operation("POST", path, self.clock.time())
-            list_filter = ListFilter(state.pipeline.rules[route.resource.id], principal, operation)
-        return McpExchange(resource_id=route.resource.id, options=options, principal=principal,
+        return McpExchange(resource_id=route.resource.id, options=options, principal=authorized.principal,
                            method=request.method, messages=authorized.messages, session_id=session_id(request),
-                           sessions=self.sessions, list_filter=list_filter,
+                           sessions=self.sessions, rules=state.pipeline.rules[route.resource.id],
+                           list_operation=Operation("POST", path, self.clock.time()),
                            paths=PathMap(route.upstream_base, route.prefix))
 
 

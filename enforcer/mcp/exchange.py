@@ -28,6 +28,7 @@ from enforcer.mcp.filter import LIST_METHODS, ListFilter
 from enforcer.mcp.inspect import JsonRpcMessage
 from enforcer.mcp.sessions import SessionStore, owner_of, session_key
 from enforcer.mcp.sse import Event, EventStreamRewriter
+from enforcer.policy.engine import Operation, ResourcePolicy
 from enforcer.policy.model import McpOptions
 
 Headers = list[tuple[bytes, bytes]]
@@ -61,12 +62,14 @@ class PathMap:
 class McpExchange:
     def __init__(self, *, resource_id: str, options: McpOptions, principal: Principal, method: str,
                  messages: tuple[JsonRpcMessage, ...], session_id: str | None, sessions: SessionStore | None,
-                 list_filter: ListFilter | None, paths: PathMap) -> None:
+                 rules: ResourcePolicy, list_operation: Operation, paths: PathMap) -> None:
+        """``list_operation`` is what list entries are judged as (its message set per entry)."""
         self.resource_id, self.options, self.principal = resource_id, options, principal
         self.method, self.session_id, self.paths = method, session_id, paths
         self.sessions = sessions if options.bind_sessions else None
         asks_for_list = any(message.method in LIST_METHODS for message in messages)
-        self.list_filter = list_filter if list_filter is not None and (method == "GET" or asks_for_list) else None
+        self.list_filter = (ListFilter(rules, principal, list_operation)
+                            if options.filter_lists and (method == "GET" or asks_for_list) else None)
         self.watch_endpoint = method == "GET"  # the legacy transport announces its message URL there
         #: the upstream must answer in a form that can be read (no content coding)
         self.reads_answer = self.list_filter is not None or self.watch_endpoint
