@@ -57,32 +57,43 @@ class SessionStore(Protocol):
 
 
 class MemorySessionStore:
-    """Bindings of one process; full means fail closed."""
+    """Bindings of one process, least recently used first. When full, the least recently used
+    binding is dropped: its session then answers 404 and its client starts a new one. That only
+    ever takes access away, so one caller opening sessions in a loop cannot block everyone's
+    new sessions (as refusing every new binding would)."""
 
     def __init__(self, clock: Clock, max_entries: int = MAX_MEMORY_SESSIONS) -> None:
         self.clock = clock
         self.max_entries = max_entries
-        self._sessions: dict[str, tuple[str, float]] = {}
+        self._sessions: dict[str, tuple[str, float]] = {}  # key -> (owner, expiry), oldest use first
+        self._evicted_since_log = 0
 
     async def bind(self, key: str, owner: str, ttl_seconds: int) -> None:
         now = self.clock.monotonic()
-        current = self._sessions.get(key)
+        current = self._sessions.pop(key, None)
         if current is not None and current[1] > now and current[0] != owner:
             log.warning("session id issued again to another caller; the first binding is kept")
+            self._sessions[key] = current
             return
-        if key not in self._sessions and len(self._sessions) >= self.max_entries:
-            self._sessions = {k: v for k, v in self._sessions.items() if v[1] > now}
-            if len(self._sessions) >= self.max_entries:
-                raise SessionStoreUnavailable("too many open MCP sessions; try again later")
+        if len(self._sessions) >= self.max_entries:
+            self._make_room(now)
         self._sessions[key] = (owner, now + ttl_seconds)
+
+    def _make_room(self, now: float) -> None:
+        self._sessions = {k: v for k, v in self._sessions.items() if v[1] > now}
+        while len(self._sessions) >= self.max_entries:
+            del self._sessions[next(iter(self._sessions))]
+            self._evicted_since_log += 1
+        if self._evicted_since_log >= max(1, self.max_entries // 100):
+            log.warning("MCP session bindings dropped to make room", extra={"dropped": self._evicted_since_log})
+            self._evicted_since_log = 0
 
     async def owner(self, key: str, ttl_seconds: int) -> str | None:
         now = self.clock.monotonic()
-        current = self._sessions.get(key)
+        current = self._sessions.pop(key, None)
         if current is None or current[1] <= now:
-            self._sessions.pop(key, None)
             return None
-        self._sessions[key] = (current[0], now + ttl_seconds)
+        self._sessions[key] = (current[0], now + ttl_seconds)  # now the most recently used
         return current[0]
 
     async def forget(self, key: str) -> None:

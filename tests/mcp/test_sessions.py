@@ -244,24 +244,24 @@ def test_MCP_22_bindings_are_shared_by_stores_of_one_backend(backend: Backend) -
 # --- memory store limits --------------------------------------------------------------------------------
 
 
-def test_MCP_22_memory_store_full_fails_closed() -> None:
+def test_MCP_22_a_full_memory_store_drops_the_least_recently_used_binding() -> None:
+    """Dropping a binding only takes access away (its session answers 404); refusing new
+    bindings would let one caller block everyone's sessions."""
     clock = FrozenClock(NOW)
     store = MemorySessionStore(clock, max_entries=2)
-    first, second, third = new_key(), new_key(), new_key()
+    first, second, third, fourth = new_key(), new_key(), new_key(), new_key()
 
     async def steps() -> None:
         await store.bind(first, ALICE, 100)
         await store.bind(second, ALICE, 200)
-        with pytest.raises(SessionStoreUnavailable, match="too many open MCP sessions"):
-            await store.bind(third, ALICE, 100)
-        assert await store.owner(third, 100) is None
-        await store.bind(first, ALICE, 100)  # an existing binding is renewed even when full
-        await store.bind(second, BOB, 100)  # and is not taken over
-        assert await store.owner(second, 200) == ALICE
-        clock.advance(100)  # the first has expired: its room is reused
-        await store.bind(third, BOB, 100)
-        assert [await store.owner(k, 100) for k in (first, second, third)] == [None, ALICE, BOB]
-        assert len(store._sessions) == 2
+        assert await store.owner(first, 100) == ALICE  # first is now the most recently used
+        await store.bind(third, BOB, 100)  # full: second, used least recently, goes
+        assert [await store.owner(k, 100) for k in (first, second, third)] == [ALICE, None, BOB]
+        await store.bind(first, BOB, 100)  # an existing binding is not taken over, even when full
+        assert await store.owner(first, 100) == ALICE
+        clock.advance(150)  # both expired: their room is reused before anything is dropped
+        await store.bind(fourth, BOB, 100)
+        assert len(store._sessions) == 1 and await store.owner(fourth, 100) == BOB
 
     asyncio.run(steps())
 
