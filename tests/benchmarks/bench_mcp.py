@@ -503,12 +503,7 @@ def benchmark(args: argparse.Namespace) -> bool:
                             if server != "direct":
                                 run = replace(run, cpu_us=(bench.cpu_seconds(pid) - before) / run.requests * 1e6)
                         results[(config, conns)].append(run)
-                        cpu = f"  cpu {run.cpu_us:.0f} us/req" if run.cpu_us else ""
-                        print(f"round {round_no}/{rounds} c={conns:<2} {config:<11} {run.rps:>9,.0f} req/s  "
-                              f"p50 {_ms(run.p50_ms)} ms  p99 {_ms(run.p99_ms)} ms{cpu}"
-                              + (f"  non-2xx {run.non_2xx}" if run.non_2xx else "")
-                              + (f"  socket errors {run.socket_errors}" if run.socket_errors else ""),
-                              flush=True)
+                        bench.print_run(round_no, rounds, conns, config, run)
             children.check_alive()
             print()
             print(f"- load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

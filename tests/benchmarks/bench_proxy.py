@@ -554,12 +554,7 @@ def benchmark(args: argparse.Namespace) -> bool:
                             cpu_us = (cpu_seconds(pid) - before) / run.requests * 1e6
                             run = replace(run, cpu_us=cpu_us)
                         results[(name, conns)].append(run)
-                        cpu = f"  cpu {run.cpu_us:.0f} us/req" if run.cpu_us else ""
-                        print(f"round {round_no}/{rounds} c={conns:<2} {name:<11} {run.rps:>9,.0f} req/s  "
-                              f"p50 {_ms(run.p50_ms)} ms  p99 {_ms(run.p99_ms)} ms{cpu}"
-                              + (f"  non-2xx {run.non_2xx}" if run.non_2xx else "")
-                              + (f"  socket errors {run.socket_errors}" if run.socket_errors else ""),
-                              flush=True)
+                        print_run(round_no, rounds, conns, name, run)
             children.check_alive()
             print()
             audited = sum(run.requests for conns in CONNECTIONS for run in results[("audited", conns)])
@@ -570,6 +565,15 @@ def benchmark(args: argparse.Namespace) -> bool:
             return report(results)
         finally:
             children.close()
+
+
+def print_run(round_no: int, rounds: int, conns: int, name: str, run: Run) -> None:
+    """One progress line per wrk run."""
+    cpu = f"  cpu {run.cpu_us:.0f} us/req" if run.cpu_us else ""
+    print(f"round {round_no}/{rounds} c={conns:<2} {name:<11} {run.rps:>9,.0f} req/s  "
+          f"p50 {_ms(run.p50_ms)} ms  p99 {_ms(run.p99_ms)} ms{cpu}"
+          + (f"  non-2xx {run.non_2xx}" if run.non_2xx else "")
+          + (f"  socket errors {run.socket_errors}" if run.socket_errors else ""), flush=True)
 
 
 def _terminate(signum: int, frame: object) -> None:
