@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,7 @@ from enforcer.policy.engine import Operation
 from enforcer.policy.loader import Policy
 from enforcer.policy.model import Resource
 from enforcer.proxy import headers as hdr
+from enforcer.proxy.downstream import inbound_token
 from enforcer.proxy.forward import Forwarder, ForwardPlan, StreamAborted, request_chunks
 from enforcer.reload import PolicyReloader, cancel, run_in_background
 from enforcer.routing import Route
@@ -289,7 +291,14 @@ class EnforcerApp:
     async def _forward(self, state: PolicyState, request: RequestInfo, route: Route, authorized: Authorized | None,
                        outcome: Outcome, receive: Receive, send: Send) -> int:
         resource = route.resource
-        headers = hdr.upstream_request_headers(request.headers, forward_token=resource.forward_token)
+        downstream = None  # the upstream's own token (RFC 8693 exchange), for resources with downstream_token
+        exchanger = state.exchangers.get(resource.id) if state.exchangers else None
+        if exchanger is not None and authorized is not None:
+            p = authorized.principal
+            downstream = await exchanger.token_for(inbound_token(request, p), p)
+        workload = state.pipeline.workloads.get(resource.id)
+        headers = hdr.upstream_request_headers(request.headers, forward_token=resource.forward_token,
+                                               also_drop=workload.strip if workload is not None else frozenset())
         answer = self._mcp_exchange(state, request, route, authorized, outcome.path)
         if answer is not None and answer.reads_answer:
             # the answer is inspected: ask for it without a content coding
@@ -302,6 +311,10 @@ class EnforcerApp:
             p = authorized.principal
             act = json.dumps(p.act, separators=(",", ":"), ensure_ascii=False) if p.act is not None else None
             headers += hdr.identity_headers(p.sub, p.client_id, p.scopes, act)
+            if p.workload is not None:
+                headers.append(hdr.workload_header(p.workload))
+        if downstream is not None:  # forward_token is off here (a load error otherwise): no other Authorization
+            headers.append(("authorization", f"Bearer {downstream}"))
         plan = ForwardPlan(
             method=request.method,
             url=route.upstream_url(request.raw_path, request.query_string),
@@ -365,9 +378,18 @@ def _trace_id(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+def _client_cert(extensions: dict[str, Any]) -> bytes | None:
+    """The DER of the verified client certificate, from the ASGI TLS extension that
+    ``tlsserver.ClientCertProtocol`` adds (uvicorn itself adds none)."""
+    tls = extensions.get("tls")
+    chain = tls.get("client_cert_chain") if tls else None
+    return ssl.PEM_cert_to_DER_cert(chain[0]) if chain else None
+
+
 def _request_info(scope: Scope) -> RequestInfo:
     client = scope.get("client")
     trace_id = _trace_id(scope["headers"])
+    extensions = scope.get("extensions")
     return RequestInfo(
         method=scope["method"],
         raw_path=scope.get("raw_path") or scope["path"].encode("utf-8"),
@@ -377,6 +399,7 @@ def _request_info(scope: Scope) -> RequestInfo:
         client=client[0] if client else None,
         request_id=trace_id or os.urandom(16).hex(),
         trace_id=trace_id,
+        client_cert=_client_cert(extensions) if extensions else None,
     )
 
 

@@ -1,7 +1,7 @@
 """``enforcer`` command line (DESIGN.md section 5).
 
     enforcer serve --policy PATH [--policy PATH ...] [--host H] [--port P] [--admin-port P] [--workers N]
-                   [--shutdown-grace-seconds S]
+                   [--shutdown-grace-seconds S] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
     enforcer policy validate PATH... [--format text|json] [--warnings-as-errors]
     enforcer policy explain --policy PATH (--claims JSON|@FILE | --token T --no-verify) --path P [...]
     enforcer policy test PATH... [--junit FILE]
@@ -27,7 +27,7 @@ import uvicorn
 
 from enforcer import devissuer
 from enforcer.auth.replay import replay_store_problem
-from enforcer.config import Settings
+from enforcer.config import Settings, serving_problem
 from enforcer.observability.audit_cli import add_audit_commands, add_serve_audit_options, audit_problem, audit_settings
 from enforcer.observability.logging import configure as configure_logging
 from enforcer.observability.metricsdir import MULTIPROC_ENV, prepare_configured_directory
@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"after SIGTERM/SIGINT, how long requests in flight (streams too) may take to finish "
                             f"before they are cut; the audit queue is drained after that "
                             f"(env {GRACE_ENV}, else {Settings.shutdown_grace_seconds:g})")
+    serve.add_argument("--tls-cert", default=None, metavar="FILE",
+                       help="serve the proxy over TLS with this PEM certificate (chain); needs --tls-key")
+    serve.add_argument("--tls-key", default=None, metavar="FILE", help="PEM private key of --tls-cert")
+    serve.add_argument("--tls-client-ca", default=None, metavar="FILE",
+                       help="PEM CA certificates that issue client certificates: every client must present one "
+                            "(mutual TLS; workload_identity.mtls and cnf x5t#S256 bound tokens)")
     add_serve_audit_options(serve)
     serve.set_defaults(run=_serve)
 
@@ -194,7 +200,12 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     settings = Settings(tuple(args.policy), args.host, args.port, args.admin_host, args.admin_port, args.log_level,
                         args.replay_store, audit=audit_settings(args), shutdown_grace_seconds=grace,
-                        workers=worker_count)
+                        workers=worker_count, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                        tls_client_ca=args.tls_client_ca)
+    from enforcer.tlsserver import tls_problem
+    if problem := tls_problem(settings.tls_cert, settings.tls_key, settings.tls_client_ca):
+        print(f"enforcer serve: {problem}", file=sys.stderr)
+        return 2
     if problem := replay_store_problem(settings.replay_store):
         print(f"--replay-store: {problem}", file=sys.stderr)
         return 2
@@ -214,6 +225,9 @@ def _serve(args: argparse.Namespace) -> int:
         from enforcer import workers
 
         return workers.serve(settings, policy)
+    if problem := serving_problem(settings, policy):
+        print(f"enforcer serve: {problem}", file=sys.stderr)
+        return 2
     asyncio.run(_run_servers(settings, policy))
     return 0
 
@@ -323,12 +337,14 @@ async def _run_servers(settings: Settings, policy, extra: Sequence[uvicorn.Confi
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app's startup takes it over for reloads
     from enforcer.admin import create_admin_app
     from enforcer.app import EnforcerApp
+    from enforcer.tlsserver import server_settings
     from enforcer.worker import SERVER_SETTINGS
 
     app = EnforcerApp.from_settings(settings, policy)
     proxy = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on",
                                           timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-                                          **SERVER_SETTINGS))
+                                          **SERVER_SETTINGS, **server_settings(settings.tls_cert, settings.tls_key,
+                                                                               settings.tls_client_ca)))
     admin = uvicorn.Config(create_admin_app(app), host=settings.admin_host, port=settings.admin_port,
                            lifespan="off", timeout_graceful_shutdown=settings.shutdown_grace_seconds,
                            **SERVER_SETTINGS)

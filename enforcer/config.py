@@ -23,6 +23,10 @@ class Settings:
     #: (the audit queue is drained afterwards, for at most ``audit.drain_seconds`` more)
     shutdown_grace_seconds: float = 25.0
     workers: int = 1  # proxy processes (--workers); some policies need shared state between them
+    #: TLS on the proxy listener (PEM files); with a client CA, client certificates are required
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
 
 
 def serving_problem(settings: Settings, policy: Policy) -> str | None:
@@ -44,4 +48,9 @@ def serving_problem(settings: Settings, policy: Policy) -> str | None:
     if count > 1 and (settings.audit.file or settings.audit.chain):
         return ("every worker would append to, rotate and chain the same audit file on its own; "
                 "send audit records to stdout or --audit-webhook instead")
+    mtls_resources = [r.id for r in policy.resources if r.workload_identity is not None and r.workload_identity.mtls]
+    if mtls_resources and settings.tls_client_ca is None:
+        return (f"resources {', '.join(mtls_resources)} take the workload identity from client certificates "
+                "(workload_identity.mtls), which the listener asks for only with --tls-cert, --tls-key and "
+                "--tls-client-ca")
     return None

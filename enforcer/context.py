@@ -27,6 +27,7 @@ class RequestInfo:
     client: str | None = None
     request_id: str = ""  # the trace id when there is one, else a fresh random id
     trace_id: str | None = None  # the trace id of a valid inbound W3C ``traceparent``
+    client_cert: bytes | None = None  # DER of the client certificate the TLS layer verified (mutual TLS)
 
     @cached_property
     def _by_name(self) -> dict[bytes, list[bytes]]:
@@ -69,6 +70,11 @@ class Principal:
     token_hash: str  # short sha256 of the token, for logs and audit; never the token
     act: dict[str, Any] | None = None
     claims: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: the token's ``cnf`` claim (RFC 7800: ``jkt`` for DPoP, ``x5t#S256`` for mTLS), checked to be an object
+    cnf: dict[str, Any] | None = None
+    #: the verified workload identity (a SPIFFE ID) of the caller, set by the workload stage
+    #: (``auth/workload.py``) from an mTLS certificate, a trusted Client-Cert header or a JWT-SVID
+    workload: str | None = None
 
 
 @dataclass(frozen=True)

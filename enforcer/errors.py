@@ -13,7 +13,11 @@ codes and challenges are decided here and nowhere else::
     ├── Unauthorized          401 (challenge carries resource_metadata)
     │   ├── MissingToken      401, no `error` in the challenge (RFC 6750 section 3)
     │   ├── InvalidToken      401 invalid_token
-    │   └── InvalidSignature  401 invalid_signature (+ Accept-Signature saying what to sign)
+    │   │   └── DPoPInvalidToken 401 invalid_token, DPoP challenge (cnf.jkt binding; bound token sent as Bearer)
+    │   ├── InvalidDPoPProof  401 invalid_dpop_proof, DPoP challenge (+ dpop_failure)
+    │   ├── UseDPoPNonce      401 use_dpop_nonce, DPoP challenge (+ DPoP-Nonce)
+    │   ├── InvalidSignature  401 invalid_signature (+ Accept-Signature saying what to sign)
+    │   └── InvalidWorkload   401 invalid_workload (workload identity required but missing, or invalid)
     ├── Forbidden             403
     │   ├── InsufficientScope 403 insufficient_scope, scope="<every scope the operation needs>"
     │   └── AccessDenied      403 access_denied (+ rule id when a rule decided; challenge without scope)
@@ -21,6 +25,7 @@ codes and challenges are decided here and nowhere else::
     ├── BodyTooLarge          413
     ├── UpstreamUnavailable   502
     │   └── InvalidUpstreamResponse 502 (an MCP list result that cannot be filtered)
+    ├── TokenExchangeFailed   502 token_exchange_failed (no downstream token: nothing forwarded)
     ├── UpstreamTimeout       504
     └── DependencyUnavailable 503 (a store the decision needs, e.g. the nonce cache, is down)
         └── SessionStoreUnavailable 503 (the MCP session bindings cannot be read or written)
@@ -44,6 +49,9 @@ class Reason(StrEnum):
     NO_MATCHING_RULE = "no_matching_rule"
     DENIED_BY_RULE = "denied_by_rule"
     INVALID_SIGNATURE = "invalid_signature"
+    INVALID_DPOP_PROOF = "invalid_dpop_proof"
+    USE_DPOP_NONCE = "use_dpop_nonce"
+    INVALID_WORKLOAD = "invalid_workload"
     INVALID_DIGEST = "invalid_digest"
     REPLAY_CACHE_UNAVAILABLE = "replay_cache_unavailable"
     INVALID_REQUEST = "invalid_request"
@@ -53,6 +61,7 @@ class Reason(StrEnum):
     INVALID_UPSTREAM_RESPONSE = "invalid_upstream_response"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
+    TOKEN_EXCHANGE_FAILED = "token_exchange_failed"
     BODY_TOO_LARGE = "body_too_large"
     CLIENT_DISCONNECTED = "client_disconnected"
     INTERNAL_ERROR = "internal_error"
@@ -66,6 +75,8 @@ class EnforcerError(Exception):
     reason: Reason = Reason.INTERNAL_ERROR
     #: whether the response carries a ``WWW-Authenticate: Bearer`` challenge
     challenge: bool = False
+    #: the challenge is in the ``DPoP`` scheme whatever the resource also accepts (RFC 9449 section 7.1)
+    dpop_scheme: bool = False
     #: the JSON-RPC error code when an MCP resource answers in JSON-RPC (``mcp.error_format``):
     #: -32600 invalid request, -32020 header mismatch, -32001 unauthenticated, -32003 forbidden,
     #: -32603 internal
@@ -143,6 +154,48 @@ class InvalidToken(Unauthorized):
     reason = Reason.INVALID_TOKEN
 
 
+class DPoPInvalidToken(InvalidToken):
+    """A token refused on a DPoP request, or for DPoP reasons (its ``cnf.jkt`` is not the proof's
+    key, it is bound but came as Bearer, it is not bound but came as DPoP): ``invalid_token`` in
+    the DPoP scheme."""
+
+    dpop_scheme = True
+
+
+class InvalidDPoPProof(Unauthorized):
+    """The ``DPoP`` proof (RFC 9449 section 4.3) is missing or fails a check; ``failure`` names
+    which (``missing_proof``, ``malformed_proof``, ``wrong_typ``, ``bad_signature``, ...)."""
+
+    error = "invalid_dpop_proof"
+    reason = Reason.INVALID_DPOP_PROOF
+    dpop_scheme = True
+
+    def __init__(self, description: str, *, failure: str) -> None:
+        super().__init__(description)
+        self.failure = failure
+
+    def body(self) -> dict[str, str]:
+        body = super().body()
+        body["dpop_failure"] = self.failure
+        return body
+
+
+class UseDPoPNonce(Unauthorized):
+    """The resource wants a server nonce in the proof (RFC 9449 section 9): the ``DPoP-Nonce``
+    header carries the one to use."""
+
+    error = "use_dpop_nonce"
+    reason = Reason.USE_DPOP_NONCE
+    dpop_scheme = True
+
+    def __init__(self, description: str, *, nonce: str) -> None:
+        super().__init__(description)
+        self.nonce = nonce
+
+    def extra_headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"dpop-nonce", self.nonce.encode("ascii"))]
+
+
 class InvalidSignature(Unauthorized):
     """A request signature is missing or fails. ``failure`` names the requirement that was
     not met (``missing_signature``, ``missing_component``, ``expired``, ``unknown_key`` ...)
@@ -165,6 +218,15 @@ class InvalidSignature(Unauthorized):
         if not self.accept_signature:
             return []
         return [(b"accept-signature", self.accept_signature.encode("ascii"))]
+
+
+class InvalidWorkload(Unauthorized):
+    """The resource requires a workload identity (``workload_identity.required``) and the
+    request proved none, or a workload credential that was sent is invalid (a JWT-SVID that
+    fails, a certificate naming no single SPIFFE ID, two credentials naming different workloads)."""
+
+    error = "invalid_workload"
+    reason = Reason.INVALID_WORKLOAD
 
 
 class InvalidDigest(EnforcerError):
@@ -231,6 +293,16 @@ class InvalidUpstreamResponse(UpstreamUnavailable):
     it is not passed on unfiltered."""
 
     reason = Reason.INVALID_UPSTREAM_RESPONSE
+
+
+class TokenExchangeFailed(EnforcerError):
+    """The downstream token (RFC 8693 exchange, ``downstream_token``) could not be obtained or was
+    unacceptable (wider scope than the caller's): the request is not forwarded, never with the
+    caller's own token instead."""
+
+    status = 502
+    error = "token_exchange_failed"
+    reason = Reason.TOKEN_EXCHANGE_FAILED
 
 
 class UpstreamTimeout(EnforcerError):

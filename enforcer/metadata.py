@@ -42,6 +42,13 @@ def metadata_document(resource: Resource, issuers: dict[str, Issuer]) -> dict[st
         document["scopes_supported"] = scopes
     if resource.signatures is not None:
         document["http_message_signatures"] = signature_requirements(resource)
+    if resource.dpop != "off":  # RFC 9728 section 2 (RFC 9449)
+        document["dpop_signing_alg_values_supported"] = list(resource.dpop_options.algorithms)
+        document["dpop_bound_access_tokens_required"] = resource.dpop == "required"
+    workload = resource.workload_identity
+    if workload is not None and (workload.mtls or workload.client_cert_header is not None):
+        # RFC 9728 section 2 (RFC 8705): this resource sees client certificates and checks cnf x5t#S256
+        document["tls_client_certificate_bound_access_tokens"] = True
     return document
 
 
@@ -65,15 +72,30 @@ def signature_requirements(resource: Resource) -> dict[str, Any]:
 
 
 def challenge(error: EnforcerError, resource: Resource | None) -> str:
-    """``Bearer k="v", ...`` for ``error``; ``resource_metadata`` whenever a resource is known."""
+    """``Bearer k="v", ...`` for ``error``; ``resource_metadata`` whenever a resource is known.
+
+    A resource with DPoP (RFC 9449 section 7.1) answers ``DPoP error=..., algs="<proof algs>", ...``
+    when it takes DPoP only (``dpop: required``) or the error is about DPoP; with ``dpop: allowed``
+    a request without credentials is offered both schemes in one field (``Bearer ..., DPoP algs=...``)."""
     params = list(error.challenge_params())
+    sent = len(params)  # no params: the request carried no credentials
     if resource is not None:
         params.append(("resource_metadata", metadata_url(resource.resource)))
         if not params[:-1] and resource.scopes_supported:
             # no credentials sent: tell the client which scopes to ask for (MCP scope selection)
             params.append(("scope", " ".join(s for s in resource.scopes_supported if s != "offline_access")))
-    rendered = ", ".join(f'{name}="{_quoted(value)}"' for name, value in params)
+    if resource is not None and resource.dpop != "off":
+        algs = ("algs", " ".join(resource.dpop_options.algorithms))
+        if resource.dpop == "required" or error.dpop_scheme:
+            return "DPoP " + _rendered([*params[:sent], algs, *params[sent:]])
+        if not sent:
+            return "Bearer " + _rendered(params) + ", DPoP " + _rendered([algs])
+    rendered = _rendered(params)
     return "Bearer" + (" " + rendered if rendered else "")
+
+
+def _rendered(params: list[tuple[str, str]]) -> str:
+    return ", ".join(f'{name}="{_quoted(value)}"' for name, value in params)
 
 
 def _quoted(value: str) -> str:

@@ -18,11 +18,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+from enforcer.auth.dpop import DPoPVerifier, check_bearer_binding, dpop_token_error
 from enforcer.auth.extract import bearer_token
 from enforcer.auth.httpsig import SignatureVerifier
 from enforcer.auth.tokens import TokenVerifier
+from enforcer.auth.workload import WorkloadVerifier, check_certificate_binding
 from enforcer.context import Decision, Outcome, Principal, RequestInfo
-from enforcer.errors import AccessDenied, InsufficientScope, InvalidRequest, NoRoute, Reason, UnknownSession
+from enforcer.errors import (
+    AccessDenied,
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    NoRoute,
+    Reason,
+    UnknownSession,
+)
 from enforcer.mcp.inspect import JsonRpcMessage, check_headers, needs_inspection, parse_messages
 from enforcer.mcp.sessions import SessionStore, owner_of, session_key
 from enforcer.policy.engine import Operation, ResourcePolicy
@@ -61,10 +71,16 @@ class _Body:
 
 class Pipeline:
     def __init__(self, policy: Policy, verifier: TokenVerifier,
-                 signatures: dict[str, SignatureVerifier] | None = None, sessions: SessionStore | None = None) -> None:
+                 signatures: dict[str, SignatureVerifier] | None = None, sessions: SessionStore | None = None,
+                 *, dpop: dict[str, DPoPVerifier] | None = None) -> None:
         self.router = Router(policy.resources)
         self.verifier = verifier
         self.signatures = signatures or {}
+        #: resource id -> its DPoP verifier (only resources with ``dpop: required | allowed``)
+        self.dpop = dpop or {}
+        #: resource id -> its workload stage (only resources with ``workload_identity``)
+        self.workloads = {r.id: WorkloadVerifier(r.workload_identity, r.resource, verifier.clock)
+                          for r in policy.resources if r.workload_identity is not None}
         self.sessions = sessions
         self.rules = compile_rules(policy)
         #: resource id -> its MCP handling (None: a plain HTTP resource)
@@ -89,10 +105,25 @@ class Pipeline:
         resource = route.resource
         stages, clock = outcome.stages, time.perf_counter
         started = clock()
-        token = bearer_token(request)
-        principal = (self.verifier.verify_cached(token, resource.issuers, resource.resource)
-                     or await self.verifier.verify(token, resource.issuers, resource.resource))
+        dpop = self.dpop.get(resource.id)  # None: Bearer only (dpop: off), no DPoP work at all
+        token, bound = (bearer_token(request), False) if dpop is None else dpop.credentials(request)
+        try:
+            principal = (self.verifier.verify_cached(token, resource.issuers, resource.resource)
+                         or await self.verifier.verify(token, resource.issuers, resource.resource))
+        except InvalidToken as error:
+            if bound:  # sent as DPoP: challenged in the DPoP scheme (RFC 9449 section 7.1)
+                raise dpop_token_error(error) from error
+            raise
         outcome.principal = principal
+        if dpop is not None:  # the proof (RFC 9449 section 4.3) is part of the token stage
+            await dpop.verify(request, token, bound, principal)
+        elif principal.cnf is not None:
+            check_bearer_binding(principal, resource)
+        workload = self.workloads.get(resource.id)
+        if workload is not None:  # the workload stage: cnf x5t#S256 binding, then who is calling (SPIFFE ID)
+            principal = outcome.principal = workload.identify(request, principal)
+        elif principal.cnf is not None:  # RFC 8705: a certificate-bound token needs its certificate everywhere
+            check_certificate_binding(principal, request.client_cert)
         stages["token"] = (now := clock()) - started
         body = _Body(read_body, resource.limits.max_body_bytes)
         signatures = self.signatures.get(resource.id)

@@ -8,16 +8,18 @@ with, and a swap is one attribute assignment.
 
 Key caches are the expensive part (a JWKS fetch, a refresh loop). A new state takes over the
 cache of every issuer, and the agent key ring of every signed resource, whose settings did not
-change, keys and all; only new or changed ones start empty and fetch.
+change, keys and all; only new or changed ones start empty and fetch. Token exchangers
+(``downstream_token``) are carried over the same way, with their cached downstream tokens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
+from enforcer.auth.dpop import DPoPVerifier
 from enforcer.auth.httpsig import SignatureVerifier
 from enforcer.auth.jwks import KeyCache
 from enforcer.auth.keys import SignatureKeyring
@@ -30,6 +32,7 @@ from enforcer.metadata import MetadataIndex
 from enforcer.pipeline import Pipeline
 from enforcer.policy.loader import Policy
 from enforcer.policy.model import Resource
+from enforcer.proxy.downstream import TokenExchanger
 from enforcer.routing import Route
 
 
@@ -51,14 +54,19 @@ class PolicyState:
     signatures: dict[str, SignatureVerifier]  # resource id -> its request-signature verifier
     pipeline: Pipeline
     metadata: MetadataIndex
+    #: resource id -> its RFC 8693 exchanger (only resources with ``downstream_token``)
+    exchangers: dict[str, TokenExchanger] = field(default_factory=dict)
 
     @classmethod
     def build(cls, policy: Policy, services: Services, previous: PolicyState | None = None) -> PolicyState:
         keys = {issuer_id: _issuer_keys(issuer_id, policy, services, previous) for issuer_id in policy.issuers}
         signatures = {r.id: _signature_verifier(r, services, previous)
                       for r in policy.resources if r.signatures is not None}
-        pipeline = Pipeline(policy, TokenVerifier(keys, services.clock), signatures, services.sessions)
-        return cls(policy, keys, signatures, pipeline, MetadataIndex(policy.resources))
+        # DPoP proofs' jti share the replay store of signature nonces (memory, or Redis across replicas)
+        dpop = {r.id: DPoPVerifier(r, services.replay, services.clock) for r in policy.resources if r.dpop != "off"}
+        pipeline = Pipeline(policy, TokenVerifier(keys, services.clock), signatures, services.sessions, dpop=dpop)
+        exchangers = {r.id: _exchanger(r, services, previous) for r in policy.resources if r.downstream_token}
+        return cls(policy, keys, signatures, pipeline, MetadataIndex(policy.resources), exchangers=exchangers)
 
     def key_caches(self) -> Iterator[KeyCache]:
         """Every key cache this state reads: issuers' and agents'."""
@@ -74,6 +82,17 @@ def _issuer_keys(issuer_id: str, policy: Policy, services: Services, previous: P
     cache = KeyCache(issuer, make_source(issuer, services.http), services.clock)
     cache.on_fetch = lambda ok: services.on_fetch(issuer_id, ok)
     return cache
+
+
+def _exchanger(resource: Resource, services: Services, previous: PolicyState | None) -> TokenExchanger:
+    """The previous exchanger of this resource (its cached tokens too) when its ``downstream_token``
+    did not change, else a new one."""
+    config = resource.downstream_token
+    assert config is not None
+    before = previous.exchangers.get(resource.id) if previous is not None else None
+    if before is not None and before.config == config:
+        return before
+    return TokenExchanger(resource.id, config, services.http, services.clock)
 
 
 def _signature_verifier(resource: Resource, services: Services, previous: PolicyState | None) -> SignatureVerifier:

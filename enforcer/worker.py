@@ -67,11 +67,13 @@ def worker_main(settings: Settings, policy: Policy, listener: socket.socket, sta
 async def _serve_worker(settings: Settings, policy: Policy, listener: socket.socket, status_path: Path,
                         stop: StopFlag) -> bool:
     from enforcer.app import EnforcerApp
+    from enforcer.tlsserver import server_settings
 
     app = EnforcerApp.from_settings(settings, policy)
     server = uvicorn.Server(uvicorn.Config(app, lifespan="on",
                                            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-                                           **SERVER_SETTINGS))
+                                           **SERVER_SETTINGS, **server_settings(settings.tls_cert, settings.tls_key,
+                                                                                settings.tls_client_ca)))
     heartbeat = asyncio.ensure_future(_heartbeat(server, app, status_path, stop))
     try:
         await server.serve(sockets=[listener])

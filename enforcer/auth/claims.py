@@ -38,6 +38,7 @@ class CheckedClaims:
     nbf: float | None
     audiences: frozenset[str]  # canonical forms
     act: dict[str, Any] | None
+    cnf: dict[str, Any] | None = None  # RFC 7800 confirmation (``check_cnf``)
 
 
 def canonical_resource(uri: str) -> str:
@@ -71,12 +72,30 @@ def check_claims(claims: dict[str, Any], issuer: Issuer, now: int) -> CheckedCla
         raise InvalidToken("the scope claim must be scope tokens separated by single spaces (RFC 6749 3.3)")
     act = claims.get("act")
     if act is not None:
-        _check_act(act, 1)
+        check_act(act)
     return CheckedClaims(
         sub=_required_string(claims, "sub"), client_id=_required_string(claims, "client_id"),
         jti=_required_string(claims, "jti"), scopes=frozenset(scope.split(" ")) - {""},
         exp=int(claims["exp"]), nbf=claims.get("nbf"), audiences=audiences, act=act,
+        cnf=check_cnf(claims.get("cnf")),
     )
+
+
+#: RFC 9449 section 6.1: ``cnf.jkt`` is the base64url SHA-256 JWK thumbprint (RFC 7638), 43 characters
+_JKT = re.compile(r"[A-Za-z0-9_-]{43}\Z")
+
+
+def check_cnf(cnf: Any) -> dict[str, Any] | None:
+    """The ``cnf`` claim (RFC 7800) when present: a JSON object, whose ``jkt`` (DPoP binding),
+    when present, is a well-formed thumbprint; anything else is an invalid token."""
+    if cnf is None:
+        return None
+    if not isinstance(cnf, dict):
+        raise InvalidToken("the token's cnf claim must be a JSON object (RFC 7800)")
+    jkt = cnf.get("jkt")
+    if "jkt" in cnf and not (isinstance(jkt, str) and _JKT.match(jkt)):
+        raise InvalidToken("the token's cnf.jkt must be a base64url SHA-256 JWK thumbprint (RFC 9449 6.1)")
+    return cnf
 
 
 def _required_string(claims: dict[str, Any], name: str) -> str:
@@ -101,13 +120,17 @@ def parse_audiences(aud: Any) -> frozenset[str]:
         raise InvalidToken("the token's aud claim holds a value that is not a URI") from exc
 
 
-def _check_act(act: Any, depth: int) -> None:
+def check_act(act: Any, depth: int = 1) -> None:
+    """An RFC 8693 ``act`` chain: objects with a non-empty string ``sub`` (and a string ``iss``
+    when given), nested at most ``MAX_ACT_DEPTH`` deep; anything else is an invalid token."""
     if depth > MAX_ACT_DEPTH:
         raise InvalidToken(f"the token's act chain is deeper than {MAX_ACT_DEPTH}")
-    if not isinstance(act, dict) or not isinstance(act.get("sub"), str):
-        raise InvalidToken("each act claim must be an object with a string sub")
+    if not isinstance(act, dict) or not isinstance(act.get("sub"), str) or not act["sub"]:
+        raise InvalidToken("each act claim must be an object with a non-empty string sub")
+    if "iss" in act and not isinstance(act["iss"], str):
+        raise InvalidToken("an act claim's iss must be a string")
     if "act" in act:
-        _check_act(act["act"], depth + 1)
+        check_act(act["act"], depth + 1)
 
 
 def _claim_error_text(exc: JoseError) -> str:

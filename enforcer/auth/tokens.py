@@ -143,7 +143,7 @@ class TokenVerifier:
         principal = Principal(
             issuer_id=issuer.id, iss=issuer.issuer, sub=checked.sub, client_id=checked.client_id,
             scopes=checked.scopes, jti=checked.jti, exp=checked.exp, token_hash=token_hash(token),
-            act=checked.act, claims=claims,
+            act=checked.act, claims=claims, cnf=checked.cnf,
         )
         return VerifiedToken(principal, checked.audiences, checked.nbf, issuer_keys.generation)
 

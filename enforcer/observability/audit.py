@@ -57,7 +57,7 @@ def audit_record(request: RequestInfo, outcome: Outcome, *, allowed: bool, secon
         "signature": {"keyid": signature.keyid, "key_thumbprint": signature.key_thumbprint, "alg": signature.alg,
                       "label": signature.label, "covered": list(signature.covered), "created": signature.created,
                       "tag": signature.tag} if signature is not None else None,
-        "workload": None,
+        "workload": principal.workload if principal else None,
         "decision": "allow" if allowed else "deny",
         "rule": decision.rule if decision else None,
         "reason": str(outcome.reason),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,11 +22,13 @@ from enforcer.policy.loader import SourceFile
 from enforcer.policy.model import (
     ASYMMETRIC_ALGORITHMS,
     SIGNATURE_ALGORITHMS,
+    DownstreamToken,
     Issuer,
     McpCondition,
     Resource,
     Rule,
     Signatures,
+    WorkloadIdentity,
 )
 from enforcer.policy.problems import PolicyProblem, close_match, located, position
 from enforcer.routing import DOT_OR_EMPTY_SEGMENT, METHOD
@@ -91,6 +94,9 @@ def check_sources(sources: Sequence[SourceFile], *, complete: bool = True,
                            close_match(issuer_id, known_issuers))
             for sub, code, message in _resource_problems(resource):
                 report((*loc, *sub), code, message)
+            if resource.downstream_token is not None:
+                for sub, code, message in _downstream_problems(resource, Path(source.path).parent):
+                    report((*loc, "downstream_token", *sub), code, message)
     return problems
 
 
@@ -142,8 +148,11 @@ def _resource_problems(resource: Resource) -> Found:
     if resource.signatures is not None:
         for sub, code, message in _signature_problems(resource.signatures):
             yield ("signatures", *sub), code, message
+    for sub, code, message in _dpop_problems(resource):
+        yield ("dpop_options", *sub), code, message
     if resource.mcp is False and any(rule.mcp is not None for rule in resource.rules):
         yield ("mcp",), "invalid_value", "rules of this resource have mcp conditions; remove `mcp: false`"
+    yield from _workload_problems(resource)
     seen_rules: set[str] = set()
     for r, rule in enumerate(resource.rules):
         if rule.id in seen_rules:
@@ -153,7 +162,87 @@ def _resource_problems(resource: Resource) -> Found:
             yield ("rules", r, *sub), code, message
 
 
+def _dpop_problems(resource: Resource) -> Found:
+    """DPoP proof algorithms: at least one, asymmetric and known (RFC 9449 section 4.3 check 5)."""
+    algorithms = resource.dpop_options.algorithms
+    if not algorithms:
+        yield ("algorithms",), "invalid_value", "list at least one algorithm"
+    for a, alg in enumerate(algorithms):
+        if alg.lower() == "none" or alg.upper().startswith("HS"):
+            yield ("algorithms", a), "unsafe_algorithm", f"{alg!r} is never accepted for DPoP proofs"
+        elif alg not in ASYMMETRIC_ALGORITHMS:
+            allowed = ", ".join(sorted(ASYMMETRIC_ALGORITHMS))
+            yield ("algorithms", a), "unknown_algorithm", f"{alg!r} is not one of {allowed}"
+
+
 _FIELD_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+\Z")
+#: SPIFFE-ID.md section 2.1: the characters of a trust domain name
+_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]+\Z")
+#: headers that mean something else: a JWT-SVID cannot travel in them
+_NOT_SVID_HEADERS = frozenset({"authorization", "proxy-authorization", "dpop", "signature", "signature-input",
+                               "content-digest", "client-cert", "client-cert-chain", "cookie", "host",
+                               "content-type", "content-length", "transfer-encoding", "connection",
+                               "mcp-session-id", "mcp-method", "mcp-name"})
+
+
+def _workload_problems(resource: Resource) -> Found:
+    """``workload_identity`` itself, and rule workload conditions that can never hold (a deny
+    rule that never matches is a hole): they need a resource with ``workload_identity``."""
+    config = resource.workload_identity
+    if config is not None:
+        for sub, code, message in _workload_identity_problems(config):
+            yield ("workload_identity", *sub), code, message
+    for r, rule in enumerate(resource.rules):
+        if rule.workloads is not None and not rule.workloads:
+            yield ("rules", r, "workloads"), "invalid_value", \
+                "an empty list matches nothing; remove the key to match anything"
+        for w, pattern in enumerate(rule.workloads or ()):
+            if not pattern:
+                yield ("rules", r, "workloads", w), "invalid_value", "an empty string is not a valid value"
+        if rule.workload_is_client_id is False:
+            yield ("rules", r, "workload_is_client_id"), "invalid_value", \
+                "only `true` is meaningful (the workload identity must equal client_id); remove the key"
+        if config is None and (rule.workloads is not None or rule.workload_is_client_id):
+            key = "workloads" if rule.workloads is not None else "workload_is_client_id"
+            yield ("rules", r, key), "unreachable_condition", \
+                "this resource has no workload_identity, so no request has a workload identity; configure " \
+                "workload_identity or remove the condition"
+
+
+def _workload_identity_problems(config: WorkloadIdentity) -> Found:
+    if not (config.mtls or config.client_cert_header is not None or config.jwt_svid is not None):
+        yield (), "invalid_value", "name at least one source: mtls: true, client_cert_header or jwt_svid"
+    if config.client_cert_header is not None:
+        proxies = config.client_cert_header.trusted_proxies
+        if not proxies:
+            yield ("client_cert_header", "trusted_proxies"), "invalid_value", \
+                "list at least one proxy address; without one, remove client_cert_header"
+        for p, entry in enumerate(proxies):
+            try:
+                ipaddress.ip_network(entry, strict=True)
+            except ValueError:
+                yield ("client_cert_header", "trusted_proxies", p), "invalid_value", \
+                    f"{entry!r} is not an IP address or CIDR range (such as 10.0.0.0/8 or 127.0.0.1)"
+    svid = config.jwt_svid
+    if svid is None:
+        return
+    header = svid.header.lower()
+    if not _FIELD_NAME.match(header) or header in _NOT_SVID_HEADERS or header.startswith("x-enforcer-"):
+        yield ("jwt_svid", "header"), "invalid_value", \
+            f"{svid.header!r} is not a header a JWT-SVID can travel in; use a name of its own such as Workload-Identity"
+    if svid.audience is not None and (not svid.audience or not all(svid.audience)):
+        yield ("jwt_svid", "audience"), "invalid_value", \
+            "list at least one non-empty audience, or remove the key to use the resource identifier"
+    if not svid.bundles:
+        yield ("jwt_svid", "bundles"), "invalid_value", "name at least one trust domain and its bundle file"
+    for domain, path in svid.bundles.items():
+        if not _TRUST_DOMAIN.match(domain):
+            yield ("jwt_svid", "bundles", domain), "invalid_value", \
+                f"{domain[:64]!r} is not a SPIFFE trust domain name (lower-case letters, digits, '.', '-', '_')"
+        elif not path:
+            yield ("jwt_svid", "bundles", domain), "invalid_value", "give the path of the trust domain's bundle"
+
+
 _SIGNABLE_DERIVED = frozenset({"@method", "@target-uri", "@authority", "@scheme", "@request-target",
                                "@path", "@query"})
 
@@ -188,10 +277,80 @@ def _signature_problems(signatures: Signatures) -> Found:
             "shared secrets verify only hmac-sha256 signatures; add it to algorithms or remove the file"
 
 
+def _downstream_problems(resource: Resource, base: Path) -> Found:
+    """``downstream_token``: one token endpoint source, safe URLs, a target, and client credentials
+    that exist (files relative to the policy file; a private key must be one the enforcer can sign with)."""
+    config: DownstreamToken | None = resource.downstream_token
+    assert config is not None
+    if resource.forward_token:
+        yield (), "invalid_value", \
+            "forward_token: true would pass the caller's token on; with downstream_token the upstream gets the " \
+            "exchanged token only: remove forward_token"
+    sources = [k for k in ("token_endpoint", "issuer") if getattr(config, k) is not None]
+    if len(sources) != 1:
+        yield (), "token_endpoint_source", \
+            f"give exactly one of token_endpoint or issuer (found {', '.join(sources) or 'none'})"
+    for name in sources:
+        if msg := _secure_url_problem(getattr(config, name)):
+            yield (name,), "insecure_url", msg
+    if not config.client_id:
+        yield ("client_id",), "invalid_value", "an empty string is not a valid client id"
+    if config.audience is None and config.resource is None:
+        yield (), "invalid_value", "name the upstream with audience or resource (or both): a token for no " \
+                                   "particular audience must not be sent on"
+    if config.audience == "":
+        yield ("audience",), "invalid_value", "an empty string is not a valid audience"
+    if config.resource is not None and (msg := _exchange_resource_problem(config.resource)):
+        yield ("resource",), "invalid_value", msg
+    if config.scope is not None:
+        if not config.scope.split():
+            yield ("scope",), "invalid_value", "list at least one scope, or remove the key"
+        for scope in config.scope.split():
+            if not _SCOPE_TOKEN.match(scope):
+                yield ("scope",), "invalid_value", f"{scope!r} is not a valid scope token"
+    yield from _client_credential_problems(config, base)
+
+
+def _client_credential_problems(config: DownstreamToken, base: Path) -> Found:
+    wanted, other = (("client_secret_file", "private_key_file") if config.client_auth == "client_secret_basic"
+                     else ("private_key_file", "client_secret_file"))
+    if getattr(config, other) is not None:
+        yield (other,), "invalid_value", f"client_auth {config.client_auth} does not use {other}; remove it"
+    path = getattr(config, wanted)
+    if path is None:
+        yield (), "invalid_value", f"client_auth {config.client_auth} needs {wanted}"
+        return
+    from enforcer.proxy.downstream import ClientCredentialError, read_private_key, read_secret
+
+    try:
+        if wanted == "private_key_file":
+            read_private_key(str(base / path))
+        else:
+            read_secret(str(base / path))
+    except ClientCredentialError as exc:
+        yield (wanted,), "invalid_value", str(exc)
+
+
+def _exchange_resource_problem(url: str) -> str | None:
+    """RFC 8693 section 2.1: an absolute URI without a fragment."""
+    parts = urlsplit(url)
+    if not parts.scheme or not (parts.netloc or parts.path) or parts.fragment or "#" in url:
+        return "must be an absolute URI without a fragment"
+    return None
+
+
 def _rule_problems(rule: Rule, prefix: str) -> Found:
     if rule.mcp is not None:
         for sub, code, message in _mcp_problems(rule.mcp):
             yield ("mcp", *sub), code, message
+    if rule.actors is not None and not rule.actors:
+        yield ("actors",), "invalid_value", "an empty list matches nothing; remove the key to match anything"
+    for a, actor in enumerate(rule.actors or ()):
+        if not (actor if isinstance(actor, str) else actor.sub) or (not isinstance(actor, str) and actor.iss == ""):
+            yield ("actors", a), "invalid_value", "an empty string is not a valid value"
+    if rule.require_delegation is False and (rule.actors is not None or rule.max_delegation_depth):
+        yield ("require_delegation",), "unreachable_condition", \
+            "a direct token has no actor: actors and max_delegation_depth above 0 need delegated tokens"
     for name in ("client_ids", "subjects", "paths", "methods", "scopes"):
         values = getattr(rule, name)
         if values is not None and not values:

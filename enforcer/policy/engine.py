@@ -32,6 +32,15 @@ real traffic before it can refuse anyone:
   the same. Only differences are recorded, because the question an operator asks before
   switching a rule to ``enforce`` is which requests would change.
 
+Delegation conditions read the verified ``act`` claim (RFC 8693): ``actors`` matches the
+current actor only (the top-level ``act``; prior, nested actors are informational and never
+grant anything), ``max_delegation_depth`` bounds the length of the chain, and
+``require_delegation`` makes a rule apply only to delegated (or only to direct) tokens.
+
+Workload conditions (``workloads``, ``workload_is_client_id``) read ``Principal.workload``, the
+SPIFFE ID the workload stage verified (``auth/workload.py``); a request without a workload
+identity satisfies neither, so a workload allow rule never lets an unidentified caller in.
+
 An ``mcp:`` condition is judged on one JSON-RPC message (``Operation.message``): the pipeline
 asks for a decision per message of a batch and refuses the batch if any message is denied.
 A request without a message (a GET stream, DELETE) never satisfies an ``mcp:`` condition,
@@ -47,15 +56,15 @@ every condition of every rule and returns the per-rule trace.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from enforcer.context import ConditionResult, Decision, Principal, RuleTrace, ShadowResult
 from enforcer.errors import Reason
 from enforcer.mcp.inspect import JsonRpcMessage
 from enforcer.policy.conditions import GlobSet
-from enforcer.policy.model import McpCondition, Resource, Rule
+from enforcer.policy.model import ActorPattern, McpCondition, Resource, Rule
 
 
 class Operation(NamedTuple):
@@ -101,6 +110,66 @@ def _time_window(rule: Rule) -> Condition:
               f"{rule.not_after.isoformat() if rule.not_after else '...'})")
     return Condition("time", lambda p, op: start <= op.now < end, f"time within [{window}",
                      f"time outside [{window}")
+
+
+def delegation_depth(act: Mapping[str, Any] | None) -> int:
+    """How many actors an ``act`` chain names (0 for a direct call)."""
+    depth = 0
+    while isinstance(act, Mapping):
+        depth, act = depth + 1, act.get("act")
+    return depth
+
+
+def _delegation_conditions(rule: Rule) -> list[Condition]:
+    """``require_delegation``, ``max_delegation_depth`` and ``actors``. Only the current actor
+    (the top-level ``act``) can match ``actors`` (RFC 8693 section 4.1: prior actors are
+    informational); the claims were checked when the token was verified (``auth/claims.py``)."""
+    conditions = []
+    if rule.require_delegation is not None:
+        wanted = rule.require_delegation
+        conditions.append(Condition(
+            "require_delegation", lambda p, op: (p.act is not None) is wanted,
+            "delegated token" if wanted else "direct token", "direct token" if wanted else "delegated token"))
+    if rule.max_delegation_depth is not None:
+        most = rule.max_delegation_depth
+        conditions.append(Condition("max_delegation_depth", lambda p, op: delegation_depth(p.act) <= most,
+                                    f"act chain at most {most} deep", f"act chain deeper than {most}"))
+    if rule.actors is not None:
+        matchers = [_actor_matcher(item) for item in rule.actors]
+        shown = ", ".join(item if isinstance(item, str) else f"{item.sub} (iss {item.iss or '*'})"
+                          for item in rule.actors)
+        conditions.append(Condition.of("actors", "current actor", shown, lambda p, op: p.act is not None and any(
+            matches(p.act) for matches in matchers)))
+    return conditions
+
+
+def _actor_matcher(item: str | ActorPattern) -> Callable[[Mapping[str, Any]], bool]:
+    if isinstance(item, str):
+        subs = GlobSet.compile([item])
+        return lambda act: isinstance(act.get("sub"), str) and subs.matches(act["sub"])
+    sub, iss = GlobSet.compile([item.sub]), GlobSet.compile([item.iss]) if item.iss is not None else None
+
+    def matches(act: Mapping[str, Any]) -> bool:
+        if not isinstance(act.get("sub"), str) or not sub.matches(act["sub"]):
+            return False
+        return iss is None or (isinstance(act.get("iss"), str) and iss.matches(act["iss"]))
+
+    return matches
+
+
+def _workload_conditions(rule: Rule) -> list[Condition]:
+    """``workloads`` and ``workload_is_client_id`` over ``Principal.workload`` (the SPIFFE ID the
+    workload stage verified); neither holds for a request without a workload identity."""
+    conditions = []
+    if rule.workloads is not None:
+        workloads = GlobSet.compile(rule.workloads)
+        conditions.append(Condition.of("workloads", "workload", str(workloads), lambda p, op: (
+            p.workload is not None and workloads.matches(p.workload))))
+    if rule.workload_is_client_id:
+        conditions.append(Condition(
+            "workload_is_client_id", lambda p, op: p.workload is not None and p.workload == p.client_id,
+            "workload identity is the client_id", "no workload identity, or it is not the client_id"))
+    return conditions
 
 
 #: which methods name a target, for each MCP name condition
@@ -166,6 +235,8 @@ class CompiledRule:
             conditions.append(Condition.of("paths", "path", str(paths), lambda p, op: paths.matches(op.path)))
         if rule.not_before is not None or rule.not_after is not None:
             conditions.append(_time_window(rule))
+        conditions.extend(_delegation_conditions(rule))
+        conditions.extend(_workload_conditions(rule))
         if rule.mcp is not None:
             conditions.extend(_mcp_conditions(rule.mcp))
         scopes = tuple(rule.scopes or ())

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from enforcer.auth import strictjson
-from enforcer.auth.claims import canonical_resource, parse_audiences
+from enforcer.auth.claims import canonical_resource, check_act, parse_audiences
 from enforcer.auth.extract import bearer_token
 from enforcer.context import Principal, RequestInfo, ShadowResult
 from enforcer.errors import BodyTooLarge, EnforcerError, InvalidToken, Reason
@@ -177,8 +177,8 @@ def principal_from_claims(claims: Mapping[str, Any], resource: Resource,
     if not isinstance(scope, str):
         raise InvalidToken("the scope claim must be scope tokens separated by single spaces (RFC 6749 3.3)")
     act = claims.get("act")
-    if act is not None and not isinstance(act, dict):
-        raise InvalidToken("each act claim must be an object with a string sub")
+    if act is not None:
+        check_act(act)
     principal = Principal(issuer_id=issuer.id, iss=issuer.issuer, sub=sub, client_id=client_id,
                           scopes=frozenset(scope.split(" ")) - {""}, jti=str(claims.get("jti", "")), exp=0,
                           token_hash="", act=act, claims=dict(claims))

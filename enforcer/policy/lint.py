@@ -76,7 +76,9 @@ def _rule_warnings(rule: Rule) -> Found:
             yield ("scopes",), "deny_by_scope", \
                 "this deny rule applies only to tokens that carry these scopes; a token without them is not denied"
         return
-    if not anyone or rule.scopes or rule.mcp is not None:
+    narrowed = (rule.scopes or rule.mcp is not None or rule.actors is not None or rule.workloads is not None
+                or rule.workload_is_client_id)
+    if not anyone or narrowed:
         return
     if rule.methods is None and _matches_anything(rule.paths):
         yield (), "unconditional_allow", \

@@ -399,7 +399,9 @@ def _merge(sources: Sequence[SourceFile], version_hash: str, warnings: tuple[Pol
 
 
 def _with_key_paths(resource: Resource, base: Path) -> Resource:
-    """Signature key files are relative to the policy file that names them."""
+    """Signature key files (and downstream client credentials) are relative to the policy file that names them."""
+    resource = _with_credential_paths(resource, base)
+    resource = _with_bundle_paths(resource, base)
     signatures = resource.signatures
     if signatures is None:
         return resource
@@ -409,3 +411,24 @@ def _with_key_paths(resource: Resource, base: Path) -> Resource:
         return resource
     keys = signatures.keys.model_copy(update=update)
     return resource.model_copy(update={"signatures": signatures.model_copy(update={"keys": keys})})
+
+
+def _with_credential_paths(resource: Resource, base: Path) -> Resource:
+    """``downstream_token`` client secret / private key files, resolved against the policy file."""
+    config = resource.downstream_token
+    if config is None:
+        return resource
+    update = {name: str(base / path) for name in ("client_secret_file", "private_key_file")
+              if (path := getattr(config, name)) is not None}
+    return resource.model_copy(update={"downstream_token": config.model_copy(update=update)}) if update else resource
+
+
+def _with_bundle_paths(resource: Resource, base: Path) -> Resource:
+    """``workload_identity.jwt_svid.bundles`` (SPIFFE bundle files), resolved against the policy file."""
+    workload = resource.workload_identity
+    if workload is None or workload.jwt_svid is None:
+        return resource
+    svid = workload.jwt_svid
+    bundles = {domain: str(base / path) for domain, path in svid.bundles.items()}
+    return resource.model_copy(update={"workload_identity": workload.model_copy(
+        update={"jwt_svid": svid.model_copy(update={"bundles": bundles})})})

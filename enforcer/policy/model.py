@@ -226,15 +226,31 @@ class Signatures(Model):
     keys: SignatureKeys = Field(SignatureKeys(), description="Where agents' keys come from (at least one source).")
 
 
+class ActorPattern(Model):
+    """An actor written with its issuer: both globs must match the current actor's claims."""
+
+    sub: Str = Field(description="Glob for the current actor's `sub` (the `act.sub` claim).")
+    iss: Str | None = Field(
+        None, description="Glob for the current actor's `iss` (`act.iss`); an actor without `iss` does not match. "
+                          "Absent: any issuer, or none.")
+
+
 def _mcp_setting_kind(value: object) -> str:
-    return "switch" if isinstance(value, bool) else "options"
+    return "mcp:switch" if isinstance(value, bool) else "mcp:options"
+
+
+def _actor_kind(value: object) -> str:
+    return "actor:pattern" if isinstance(value, dict) else "actor:glob"
 
 
 #: ``mcp: true | false`` or ``mcp: {options}``: one branch is checked, so errors are about it alone
-McpSetting = Annotated[Annotated[Bool, Tag("switch")] | Annotated[McpOptions, Tag("options")],
+McpSetting = Annotated[Annotated[Bool, Tag("mcp:switch")] | Annotated[McpOptions, Tag("mcp:options")],
                        Discriminator(_mcp_setting_kind)]
+#: an actor: a glob for ``act.sub``, or ``{sub, iss}``
+ActorItem = Annotated[Annotated[Str, Tag("actor:glob")] | Annotated[ActorPattern, Tag("actor:pattern")],
+                      Discriminator(_actor_kind)]
 #: tags of the tagged unions above; they appear in validation locations, never in files
-UNION_TAGS = frozenset({"switch", "options"})
+UNION_TAGS = frozenset({"mcp:switch", "mcp:options", "actor:glob", "actor:pattern"})
 
 
 class Rule(Model):
@@ -259,6 +275,26 @@ class Rule(Model):
     paths: Globs | None = Field(
         None, description="Globs for the decoded request path, written in full (including the resource's "
                           "`path_prefix`); `*` spans segments. Absent: any path.")
+    actors: tuple[ActorItem, ...] | None = Field(
+        None, description="The current actor of a delegated token (RFC 8693 `act`: its top-level `sub`, and "
+                          "`iss` when given as {sub, iss}) must match one of these globs; a token without `act` "
+                          "never matches. Prior (nested) actors are recorded, never matched. Absent: any actor.")
+    max_delegation_depth: Int | None = Field(
+        None, ge=0, le=10,
+        description="Most actors in the token's `act` chain (0: direct calls only; 1: one agent acting for the "
+                    "user). Absent: any depth the token may carry (at most 10).")
+    require_delegation: Bool | None = Field(
+        None, description="`true`: the rule applies only to delegated tokens (with `act`); `false`: only to "
+                          "direct ones (without). Absent: both.")
+    workloads: Globs | None = Field(
+        None, description="Globs for the caller's verified workload identity, a SPIFFE ID such as "
+                          "`spiffe://corp.example/agents/*` (from the mutual-TLS client certificate, a `Client-Cert` "
+                          "header from a trusted proxy, or a JWT-SVID, as the resource's `workload_identity` says). "
+                          "A request without a workload identity never matches. Absent: any workload, or none.")
+    workload_is_client_id: Bool | None = Field(
+        None, description="`true`: the verified workload identity must equal the token's `client_id` (the workload "
+                          "calling is the agent the token was issued to); a request without a workload identity "
+                          "never matches. Only `true` may be written. Absent: not compared.")
     mcp: McpCondition | None = Field(
         None, description="Conditions on the MCP JSON-RPC message of a POST (method, tool, resource URI, prompt); "
                           "makes the resource an MCP resource. Absent: any request, with or without a body.")
@@ -286,6 +322,121 @@ class Rule(Model):
         return self
 
 
+class DownstreamToken(Model):
+    """RFC 8693 token exchange for the upstream call: the verified inbound token is exchanged at an
+    authorization server for a token scoped to the upstream, which the upstream receives as
+    `Authorization: Bearer` (the inbound token never reaches it; MCP: no token passthrough)."""
+
+    token_endpoint: Str | None = Field(
+        None, description="HTTPS URL of the authorization server's token endpoint (plain http only for loopback "
+                          "hosts). Give exactly one of `token_endpoint` or `issuer`.")
+    issuer: Str | None = Field(
+        None, description="Issuer identifier of the authorization server (https; plain http only for loopback "
+                          "hosts): its `token_endpoint` is found by RFC 8414 metadata, then OpenID discovery, "
+                          "whose `issuer` must equal this value exactly. One of `token_endpoint` or `issuer`.")
+    client_id: Str = Field(description="The enforcer's own client id at that authorization server.")
+    client_auth: Literal["client_secret_basic", "private_key_jwt"] = Field(
+        "client_secret_basic",
+        description="How the enforcer authenticates to the token endpoint: `client_secret_basic` (HTTP Basic with "
+                    "`client_secret_file`) or `private_key_jwt` (an RFC 7523 assertion signed with "
+                    "`private_key_file`).")
+    client_secret_file: Str | None = Field(
+        None, description="File holding the client secret (surrounding whitespace ignored), relative to this "
+                          "policy file; read at each exchange, so it can be rotated. For `client_secret_basic`.")
+    private_key_file: Str | None = Field(
+        None, description="File holding the private JWK (EC, RSA or OKP; `alg` and `kid` used when present) that "
+                          "signs client assertions, relative to this policy file. For `private_key_jwt`.")
+    audience: Str | None = Field(
+        None, description="RFC 8693 `audience` asked for: the logical name of the upstream at the authorization "
+                          "server. At least one of `audience` or `resource`.")
+    resource: Str | None = Field(
+        None, description="RFC 8693 / RFC 8707 `resource` asked for: the upstream's absolute resource identifier, "
+                          "which the exchanged token should carry in `aud`. At least one of `audience` or `resource`.")
+    scope: Str | None = Field(
+        None, description="Space-separated scopes asked for. Only those the inbound token holds are requested, and "
+                          "an exchanged token with any scope the inbound token lacks is refused (502). Absent: no "
+                          "`scope` is sent and the exchanged token must still stay within the inbound scopes.")
+    timeout_seconds: Float = Field(
+        5.0, gt=0, le=60, description="Seconds the token endpoint (and discovery) may take to answer (at most 60); "
+                                      "longer is a 502 `token_exchange_failed`.")
+
+
+class DpopOptions(Model):
+    """How DPoP proofs (RFC 9449) are checked on a resource with `dpop: required | allowed`."""
+
+    algorithms: tuple[Str, ...] = Field(
+        ("ES256", "EdDSA", "PS256", "RS256"),
+        description="JWS `alg` values accepted for proofs (case-sensitive, at least one); advertised as "
+                    "`dpop_signing_alg_values_supported` and in the challenge's `algs`. Only asymmetric "
+                    "algorithms: `none` and HS256/384/512 are refused at load time.")
+    max_age_seconds: Int = Field(
+        300, ge=1, le=3600,
+        description="Oldest accepted proof `iat`, in seconds before now (plus `clock_skew_seconds`; 1 to 3600); "
+                    "each proof's `jti` is remembered that long. With `require_nonce`, also how long a server "
+                    "nonce lasts (between one and two times this).")
+    clock_skew_seconds: Int = Field(
+        30, ge=0, le=300, description="Leeway in seconds for the proof's `iat` (0 to 300).")
+    require_nonce: Bool = Field(
+        False, description="Demand a server-provided `nonce` in every proof (RFC 9449 section 9): a proof without "
+                           "a current one is answered 401 `use_dpop_nonce` with a fresh `DPoP-Nonce` header.")
+
+
+class ClientCertHeader(Model):
+    """The RFC 9440 `Client-Cert` header (the DER certificate as a structured-field byte sequence)
+    set by a TLS-terminating proxy in front of the enforcer."""
+
+    trusted_proxies: tuple[Str, ...] = Field(
+        description="IP addresses or CIDR ranges (`10.0.0.0/8`, `127.0.0.1`) of the proxies whose `Client-Cert` "
+                    "is believed: the request's TCP peer must be one of them. From any other peer the header is "
+                    "ignored. At least one. `Client-Cert` and `Client-Cert-Chain` never reach the upstream.")
+
+
+def _trust_domain_keys(schema: dict[str, object]) -> None:
+    """A mapping keyed by SPIFFE trust domain names: editors flag any other key."""
+    schema["patternProperties"] = {"^[a-z0-9._-]+$": schema.pop("additionalProperties")}
+    schema["additionalProperties"] = False
+
+
+class JwtSvidOptions(Model):
+    """SPIFFE JWT-SVIDs sent in a request header, validated offline against SPIFFE bundles."""
+
+    header: Str = Field(
+        "Workload-Identity",
+        description="Request header carrying the JWT-SVID (the bare compact JWT; one header). Never forwarded to "
+                    "the upstream. Not `Authorization`, which carries the access token.")
+    audience: tuple[Str, ...] | None = Field(
+        None, description="Audiences this enforcer accepts: the SVID's `aud` must contain at least one of them. "
+                          "Absent: the resource's `resource` identifier.")
+    bundles: dict[Str, Str] = Field(
+        json_schema_extra=_trust_domain_keys,
+        description="Trust domain (`corp.example`) -> SPIFFE JWT bundle file (a JWKS whose keys have `use: "
+                    "jwt-svid` and a `kid`), relative to this policy file; a file that changes is re-read within "
+                    "10 seconds. An SVID is checked with the bundle of the trust domain of its `sub`, never "
+                    "chosen by `iss`; an SVID from any other trust domain is refused.")
+    clock_skew_seconds: Int = Field(
+        30, ge=0, le=300, description="Leeway in seconds for the SVID's `exp` and `nbf` (0 to 300).")
+
+
+class WorkloadIdentity(Model):
+    """How the calling workload (the agent's process, not the user) proves who it is. The verified
+    identity, a SPIFFE ID, is what rules' `workloads` and `workload_is_client_id` see and what the
+    upstream receives as `X-Enforcer-Workload`. A credential that is sent must verify; when more
+    than one is sent they must name the same workload."""
+
+    mtls: Bool = Field(
+        False, description="Take the identity from the client certificate of the TLS connection (the URI SAN of a "
+                           "SPIFFE X.509-SVID); needs `enforcer serve --tls-cert --tls-key --tls-client-ca`. "
+                           "Tokens bound to a certificate (`cnf.x5t#S256`, RFC 8705) are checked on every resource.")
+    client_cert_header: ClientCertHeader | None = Field(
+        None, description="Take the client certificate from the RFC 9440 `Client-Cert` header, only when the request "
+                          "comes from a trusted proxy (a TLS terminator); it also serves `cnf.x5t#S256` binding.")
+    jwt_svid: JwtSvidOptions | None = Field(
+        None, description="Accept a SPIFFE JWT-SVID in a request header as the workload identity.")
+    required: Bool = Field(
+        False, description="Refuse requests that prove no workload identity (401 `invalid_workload`). Off: such "
+                           "requests go on without one, and only rules without workload conditions can match them.")
+
+
 class Resource(Model):
     """One protected resource: an RFC 8707 identifier in front of one upstream."""
 
@@ -309,6 +460,10 @@ class Resource(Model):
     forward_token: Bool = Field(
         False, description="Pass the agent's `Authorization` header (and its `Signature` / `Signature-Input`) "
                            "to the upstream. Off: the upstream sees only the X-Enforcer-* identity headers.")
+    downstream_token: DownstreamToken | None = Field(
+        None, description="Exchange the verified token (RFC 8693) for one scoped to the upstream and send that as "
+                          "the upstream's `Authorization: Bearer`; not together with `forward_token: true`. "
+                          "Absent: the upstream gets no token unless `forward_token` is on.")
     public_origin: Str | None = Field(
         None, description="External scheme://host[:port] (no path) that clients call; used for "
                           "X-Forwarded-Proto/-Host and the signature components `@scheme`, `@authority` and "
@@ -317,6 +472,17 @@ class Resource(Model):
     timeouts: Timeouts = Field(Timeouts(), description="Time limits towards the upstream.")
     signatures: Signatures | None = Field(
         None, description="RFC 9421 request signatures this resource demands; absent: signatures are not checked.")
+    dpop: Literal["required", "allowed", "off"] = Field(
+        "off", description="DPoP (RFC 9449): `required` accepts only `Authorization: DPoP` with DPoP-bound tokens "
+                           "and a valid `DPoP` proof; `allowed` also accepts Bearer for tokens without `cnf.jkt`; "
+                           "`off` accepts Bearer only. In every mode a token bound by `cnf.jkt` sent as Bearer "
+                           "is refused (with `off`, unless required signatures use `keys.from_token_cnf`).")
+    dpop_options: DpopOptions = Field(
+        DpopOptions(), description="How DPoP proofs are checked (used when `dpop` is not `off`).")
+    workload_identity: WorkloadIdentity | None = Field(
+        None, description="How the calling workload proves its identity (mTLS client certificate, trusted "
+                          "`Client-Cert` header, JWT-SVID). Absent: no workload identity is taken, and rules with "
+                          "workload conditions never match.")
     mode: Literal["enforce", "shadow"] = Field(
         "enforce", description="`shadow`: every rule of the resource is a shadow rule; tokens are still verified.")
     mcp: McpSetting | None = Field(

@@ -13,6 +13,12 @@ can inject a header.
 A request signature travels with the token: ``Signature`` and ``Signature-Input`` are
 dropped with ``Authorization`` (the enforcer verified them; without the token the upstream
 could not check a signature that covers it, and a signature is a credential like any other).
+A DPoP proof (``DPoP``, RFC 9449) goes the same way, for the same reasons.
+
+Workload credentials never pass, whatever ``forward_token`` says: RFC 9440 ``Client-Cert`` /
+``Client-Cert-Chain`` (from an untrusted peer they are forgeries, from a trusted proxy the
+enforcer has read them) and the resource's JWT-SVID header. The upstream learns the verified
+workload identity as ``X-Enforcer-Workload`` (``workload_header``).
 """
 
 from __future__ import annotations
@@ -36,8 +42,12 @@ _OVERRIDES = frozenset({
     b"x-original-method",
 })
 #: the caller's credentials: they reach the upstream only with ``forward_token: true``
-_CREDENTIALS = frozenset({b"authorization", b"signature", b"signature-input"})
+_CREDENTIALS = frozenset({b"authorization", b"signature", b"signature-input", b"dpop"})
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%") + " "
+#: RFC 9440 certificates from a TLS terminator: what they say reaches the upstream only as the
+#: verified ``X-Enforcer-Workload``, and from an untrusted peer they are a forgery
+_CLIENT_CERTS = frozenset({b"client-cert", b"client-cert-chain"})
+_ALWAYS_DROPPED = HOP_BY_HOP | _REPLACED | _OVERRIDES | _CLIENT_CERTS
 
 
 def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -49,11 +59,15 @@ def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]
 
 
 def upstream_request_headers(
-    headers: Iterable[tuple[bytes, bytes]], *, forward_token: bool
+    headers: Iterable[tuple[bytes, bytes]], *, forward_token: bool, also_drop: frozenset[bytes] = frozenset()
 ) -> list[tuple[str, str]]:
-    """Inbound headers that may pass to the upstream, before identity headers are added."""
+    """Inbound headers that may pass to the upstream, before identity headers are added.
+    ``Client-Cert`` / ``Client-Cert-Chain`` never pass; ``also_drop`` names more (lower-case),
+    such as the resource's JWT-SVID header."""
     headers = list(headers)
-    dropped = HOP_BY_HOP | _REPLACED | _OVERRIDES | connection_named(headers)
+    dropped = _ALWAYS_DROPPED | connection_named(headers)
+    if also_drop:
+        dropped |= also_drop
     if not forward_token:
         dropped |= _CREDENTIALS
     out: list[tuple[str, str]] = []
@@ -83,6 +97,11 @@ def _identity_headers(
 def identity_headers(sub: str, client_id: str, scopes: frozenset[str], act_json: str | None) -> list[tuple[str, str]]:
     """``X-Enforcer-*`` from verified claims (memoised: agents repeat the same identity)."""
     return list(_identity_headers(sub, client_id, scopes, act_json))
+
+
+def workload_header(workload: str) -> tuple[str, str]:
+    """``X-Enforcer-Workload``: the verified workload identity (a SPIFFE ID, ASCII by construction)."""
+    return ("x-enforcer-workload", header_safe(workload))
 
 
 def forwarded_headers(client: str | None, prior_for: bytes | None, proto: str, host: str) -> list[tuple[str, str]]:
