@@ -105,25 +105,7 @@ class Pipeline:
         resource = route.resource
         stages, clock = outcome.stages, time.perf_counter
         started = clock()
-        dpop = self.dpop.get(resource.id)  # None: Bearer only (dpop: off), no DPoP work at all
-        token, bound = (bearer_token(request), False) if dpop is None else dpop.credentials(request)
-        try:
-            principal = (self.verifier.verify_cached(token, resource.issuers, resource.resource)
-                         or await self.verifier.verify(token, resource.issuers, resource.resource))
-        except InvalidToken as error:
-            if bound:  # sent as DPoP: challenged in the DPoP scheme (RFC 9449 section 7.1)
-                raise dpop_token_error(error) from error
-            raise
-        outcome.principal = principal
-        if dpop is not None:  # the proof (RFC 9449 section 4.3) is part of the token stage
-            await dpop.verify(request, token, bound, principal)
-        elif principal.cnf is not None:
-            check_bearer_binding(principal, resource)
-        workload = self.workloads.get(resource.id)
-        if workload is not None:  # the workload stage: cnf x5t#S256 binding, then who is calling (SPIFFE ID)
-            principal = outcome.principal = workload.identify(request, principal)
-        elif principal.cnf is not None:  # RFC 8705: a certificate-bound token needs its certificate everywhere
-            check_certificate_binding(principal, request.client_cert)
+        principal = await self.identify(request, resource, outcome)
         stages["token"] = (now := clock()) - started
         body = _Body(read_body, resource.limits.max_body_bytes)
         signatures = self.signatures.get(resource.id)
@@ -150,6 +132,31 @@ class Pipeline:
         if mcp is not None and mcp.bind_sessions and self.sessions is not None:
             await check_session(self.sessions, request, resource, mcp, principal)
         return Authorized(principal, decision, body.value, messages)
+
+
+    async def identify(self, request: RequestInfo, resource: Resource, outcome: Outcome) -> Principal:
+        """Who is calling: the verified token, its proof of possession (a DPoP proof, or the
+        certificate a ``cnf`` binds it to) and the workload identity the resource asks for."""
+        dpop = self.dpop.get(resource.id)  # None: Bearer only (dpop: off), no DPoP work at all
+        token, bound = (bearer_token(request), False) if dpop is None else dpop.credentials(request)
+        try:
+            principal = (self.verifier.verify_cached(token, resource.issuers, resource.resource)
+                         or await self.verifier.verify(token, resource.issuers, resource.resource))
+        except InvalidToken as error:
+            if bound:  # sent as DPoP: challenged in the DPoP scheme (RFC 9449 section 7.1)
+                raise dpop_token_error(error) from error
+            raise
+        outcome.principal = principal
+        if dpop is not None:  # the proof (RFC 9449 section 4.3)
+            await dpop.verify(request, token, bound, principal)
+        elif principal.cnf is not None:
+            check_bearer_binding(principal, resource)
+        workload = self.workloads.get(resource.id)
+        if workload is not None:  # cnf x5t#S256 binding, then who is calling (a SPIFFE ID)
+            principal = outcome.principal = workload.identify(request, principal)
+        elif principal.cnf is not None:  # RFC 8705: a certificate-bound token needs its certificate everywhere
+            check_certificate_binding(principal, request.client_cert)
+        return principal
 
 
 def inspects(request: RequestInfo, mcp: McpOptions | None) -> bool:
