@@ -7,6 +7,7 @@ accepts ``NaN`` and ``Infinity``; none of these are JSON, and all are refused he
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -80,3 +81,22 @@ def _nesting(data: bytes, limit: int) -> int:
         else:
             depth -= 1
     return 0
+
+
+def jws_segment(segment: str, max_bytes: int) -> dict[str, Any]:
+    """The JSON object in one base64url segment of a compact JWS (a header or a payload).
+    The encoding must be canonical (a second spelling of the same bytes would let two parties
+    disagree on what was signed). ``StrictJSONError`` says what is wrong, as a predicate
+    ("is not canonical base64url") that callers put after the segment's name."""
+    if len(segment) % 4 == 1:
+        raise StrictJSONError("is not valid base64url")
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != segment:
+        raise StrictJSONError("is not canonical base64url")
+    try:
+        value = loads(raw, max_bytes=max_bytes)
+    except StrictJSONError as exc:
+        raise StrictJSONError(f"is not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise StrictJSONError("is not a JSON object")
+    return value

@@ -27,7 +27,6 @@ checked again on every hit. Errors never quote the SVID, a key or a claim value.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import math
@@ -273,15 +272,7 @@ def _numeric(claims: dict[str, Any], name: str) -> float | None:
 
 
 def _json_segment(segment: str, name: str) -> dict[str, Any]:
-    if len(segment) % 4 == 1:
-        raise SvidError(f"the JWT-SVID {name} is not valid base64url")
-    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != segment:
-        raise SvidError(f"the JWT-SVID {name} is not canonical base64url")
     try:
-        value = strictjson.loads(raw, max_bytes=MAX_SVID_BYTES)
+        return strictjson.jws_segment(segment, MAX_SVID_BYTES)
     except strictjson.StrictJSONError as exc:
-        raise SvidError(f"the JWT-SVID {name} is not valid JSON") from exc
-    if not isinstance(value, dict):
-        raise SvidError(f"the JWT-SVID {name} is not a JSON object")
-    return value
+        raise SvidError(f"the JWT-SVID {name} {exc}") from exc
