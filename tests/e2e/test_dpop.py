@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import httpx
 import pytest
 
 from tests.auth.test_dpop import ACCEPTED_CASES, PROOF_CASES, TOKEN_CASES, Call, Kit, Prover
-from tests.e2e.test_signature_replay import EnforcerProcess
+from tests.e2e.test_signature_replay import EnforcerProcess, running_replicas
 from tests.support import (
     RESOURCE,
     JWKSEndpoint,
@@ -300,21 +301,9 @@ class ReplicaWorld:
     def forwarded(self, marker: str) -> int:
         return sum(1 for r in self.upstream.requests if marker.encode() in r.body)
 
-    @contextmanager
-    def replicas(self, replay_store: str | None, count: int = 2) -> Iterator[list[EnforcerProcess]]:
-        """``count`` ``enforcer serve`` processes with this policy (see ``test_signature_replay``)."""
-        processes: list[EnforcerProcess] = []
-        try:
-            for index in range(count):
-                processes.append(EnforcerProcess(self.directory, f"enforcer-{index}", self.policy, replay_store))
-            for process in processes:
-                process.wait_ready()
-            yield processes
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.stop()
+    def replicas(self, replay_store: str | None, count: int = 2) -> ContextManager[list[EnforcerProcess]]:
+        """``count`` ``enforcer serve`` processes with this policy."""
+        return running_replicas(self.directory, self.policy, replay_store, count)
 
 
 def post(replica: EnforcerProcess, token: str, proof: str, marker: str, name: str = "mcp") -> httpx.Response:

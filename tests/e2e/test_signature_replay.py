@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,24 @@ SIGNATURES = """    signatures:
       components: ["@method", "@target-uri", "authorization", "content-digest"]
       require_nonce: true
       keys: {jwks_file: agents.json}"""
+
+
+@contextmanager
+def running_replicas(directory: Path, policy: Path, replay_store: str | None,
+                     count: int = 2) -> Iterator[list[EnforcerProcess]]:
+    """``count`` ``enforcer serve`` processes for ``policy``, sharing ``replay_store``."""
+    processes: list[EnforcerProcess] = []
+    try:
+        for index in range(count):
+            processes.append(EnforcerProcess(directory, f"enforcer-{index}", policy, replay_store))
+        for process in processes:
+            process.wait_ready()
+        yield processes
+    finally:
+        for process in processes:  # all shut down at once
+            process.terminate()
+        for process in processes:
+            process.stop()
 
 
 class EnforcerProcess:
@@ -131,20 +150,8 @@ class World:
         """How many requests carrying ``marker`` in their body reached the upstream."""
         return sum(1 for r in self.upstream.requests if marker.encode() in r.body)
 
-    @contextmanager
-    def replicas(self, replay_store: str | None, count: int = 2) -> Iterator[list[EnforcerProcess]]:
-        processes: list[EnforcerProcess] = []
-        try:
-            for index in range(count):
-                processes.append(EnforcerProcess(self.directory, f"enforcer-{index}", self.policy, replay_store))
-            for process in processes:
-                process.wait_ready()
-            yield processes
-        finally:
-            for process in processes:  # both shut down at once
-                process.terminate()
-            for process in processes:
-                process.stop()
+    def replicas(self, replay_store: str | None, count: int = 2) -> ContextManager[list[EnforcerProcess]]:
+        return running_replicas(self.directory, self.policy, replay_store, count)
 
 
 @pytest.fixture
