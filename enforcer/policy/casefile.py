@@ -12,6 +12,7 @@ one request and what the server must answer::
       - name: agent reads for alice
         claims_fixture: alice-via-agent-42  # or claims: {...}; neither: the request carries no token
         request: {method: GET, path: /mcp/tools, headers: {Host: mcp.example.test}, body: {...}}
+        # request.workload: the workload identity (SPIFFE ID) the request proves, taken as verified
         expect: {decision: allow, status: 200, rule: agents-read}
 
 ``expect`` holds ``allow: true|false`` or ``decision: allow|deny`` and, optionally, ``status``,
@@ -53,7 +54,7 @@ MAX_CASE_FILE_BYTES = 4 * 1024 * 1024
 SHADOW_RESULTS = ("none", "would_deny", "would_allow")
 _TOP_KEYS = ("policy", "fixtures", "cases")
 _CASE_KEYS = ("name", "claims", "claims_fixture", "request", "upstream_tools", "expect")
-_REQUEST_KEYS = ("method", "path", "headers", "body", "time")
+_REQUEST_KEYS = ("method", "path", "headers", "body", "time", "workload")
 _EXPECT_KEYS = ("allow", "decision", "status", "rule", "reason", "scopes", "shadow", "filtered_tools")
 _REASONS = tuple(str(reason) for reason in Reason)
 
@@ -250,9 +251,13 @@ class _Reader:
         headers = self.headers(node.get("headers", {}), (*loc, "headers"))
         body = self.body(node, loc)
         at = self.instant(node["time"], (*loc, "time")) if "time" in node else None
+        workload = node.get("workload")
+        if workload is not None and (not isinstance(workload, str) or not workload):
+            self.problem((*loc, "workload"), "workload must be the caller's workload identity, e.g. a SPIFFE ID")
+            return None
         if not isinstance(method, str) or not isinstance(path, str) or headers is None:
             return None
-        return Probe(method, path, headers, body, at)
+        return Probe(method, path, headers, body, at, workload)
 
     def instant(self, node: Any, loc: tuple[Any, ...]) -> float | None:
         """``time:`` pins the instant of a case (for time-boxed rules): an RFC 3339 date-time with a zone."""

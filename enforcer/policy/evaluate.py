@@ -21,14 +21,14 @@ import base64
 import binascii
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from enforcer.auth import strictjson
 from enforcer.auth.claims import canonical_resource, check_act, parse_audiences
 from enforcer.auth.extract import bearer_token
 from enforcer.context import Principal, RequestInfo, ShadowResult
-from enforcer.errors import BodyTooLarge, EnforcerError, InvalidToken, Reason
+from enforcer.errors import BodyTooLarge, EnforcerError, InvalidToken, InvalidWorkload, Reason
 from enforcer.mcp.filter import ListFilter
 from enforcer.mcp.inspect import JsonRpcMessage, check_headers, parse_messages
 from enforcer.pipeline import compile_rules, inspects, raise_for_decision, request_path, select_route
@@ -51,6 +51,7 @@ class Probe:
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
     time: float | None = None  # the instant time-boxed rules are judged at (seconds since the epoch); None: now
+    workload: str | None = None  # the workload identity the request proves (taken as verified)
 
     def request_info(self, *, token: str | None, with_token: bool) -> RequestInfo:
         """The ``RequestInfo`` the server would build. With ``with_token`` the request carries an
@@ -69,7 +70,7 @@ class Probe:
 class Step:
     """One stage before the rules: what it found, or why it refused (``ok`` false)."""
 
-    stage: str  # request | route | token | signature | body | policy
+    stage: str  # request | route | token | workload | signature | body | policy
     ok: bool
     detail: str
 
@@ -128,6 +129,7 @@ class Evaluator:
             bearer_token(request)
             principal, detail = principal_from_claims(claims or {}, route.resource, self.policy.issuers)
             steps.append(Step("token", True, detail))
+            principal = with_workload(principal, route.resource, probe.workload, steps)
             if route.resource.signatures is not None:
                 steps.append(Step("signature", True, _signature_text(route.resource)))
             stage = "body"
@@ -159,6 +161,22 @@ class Evaluator:
             return tools
         listing = ListFilter(self.rules[resource.id], principal, operation._replace(method="POST", message=None))
         return tuple(name for name in tools if listing.usable("tools/call", name))
+
+
+def with_workload(principal: Principal, resource: Resource, workload: str | None, steps: list[Step]) -> Principal:
+    """The workload identity the server would know: the probe's, taken as verified, on a resource
+    with ``workload_identity`` (elsewhere the server derives none); ``InvalidWorkload`` where the
+    resource requires one and the probe proves none."""
+    config = resource.workload_identity
+    if config is None:
+        return principal
+    if workload is None:
+        if config.required:
+            raise InvalidWorkload("this resource requires a workload identity (mTLS, Client-Cert or JWT-SVID)")
+        steps.append(Step("workload", True, "none proven (not required)"))
+        return principal
+    steps.append(Step("workload", True, f"{workload}, taken as verified"))
+    return replace(principal, workload=workload)
 
 
 def route_text(route: Route) -> str:

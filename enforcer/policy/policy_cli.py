@@ -58,6 +58,9 @@ def add_policy_commands(policy: Any) -> None:
                                                               "inline or from a file")
     explain.add_argument("--at", metavar="TIME", help="judge time-boxed rules (not_before / not_after) at this "
                                                       "RFC 3339 instant instead of now, e.g. 2026-12-01T08:00:00Z")
+    explain.add_argument("--workload", metavar="SPIFFE_ID",
+                         help="the caller's verified workload identity (what an mTLS certificate or a JWT-SVID "
+                              "would prove), for resources with workload_identity")
     explain.add_argument("--format", choices=("text", "json"), default="text")
     explain.set_defaults(run=run_explain)
 
@@ -85,7 +88,7 @@ def run_explain(args: argparse.Namespace) -> int:
     try:
         claims = _claims(args)
         probe = Probe(args.method, args.path, tuple(_header(h) for h in args.header), _body(args.body),
-                      _instant(args.at))
+                      _instant(args.at), args.workload)
     except UsageError as exc:
         print(f"enforcer policy explain: {exc}", file=sys.stderr)
         return USAGE
