@@ -20,6 +20,9 @@ from enforcer.errors import HeaderMismatch, InvalidRequest
 
 MAX_DEPTH = 64
 MAX_BATCH = 100
+#: the methods that name what each ``mcp:`` name condition (tools, prompts, resources) matches
+TARGET_METHODS = {"tools": ("tools/call",), "prompts": ("prompts/get",),
+                  "resources": ("resources/read", "resources/subscribe", "resources/unsubscribe")}
 #: methods whose target is named in params, and the param that names it (what ``Mcp-Name`` repeats)
 _NAMED_BY = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri",
              "resources/subscribe": "uri", "resources/unsubscribe": "uri",

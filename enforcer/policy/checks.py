@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from enforcer.mcp.inspect import TARGET_METHODS
 from enforcer.policy.conditions import GlobSet
 from enforcer.policy.loader import SourceFile
 from enforcer.policy.model import (
@@ -34,9 +35,6 @@ from enforcer.policy.problems import PolicyProblem, close_match, located, positi
 from enforcer.routing import DOT_OR_EMPTY_SEGMENT, METHOD
 
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
-#: the methods whose target each MCP name condition reads
-_MCP_TARGETS = {"tools": ("tools/call",), "prompts": ("prompts/get",),
-                "resources": ("resources/read", "resources/subscribe", "resources/unsubscribe")}
 
 
 def check_sources(sources: Sequence[SourceFile], *, complete: bool = True,
@@ -382,13 +380,13 @@ def _mcp_problems(mcp: McpCondition) -> Found:
         for v, value in enumerate(values or ()):
             if not value:
                 yield (name, v), "invalid_value", "an empty string is not a valid value"
-    named = [name for name in _MCP_TARGETS if getattr(mcp, name) is not None]
+    named = [name for name in TARGET_METHODS if getattr(mcp, name) is not None]
     if len(named) > 1:
         yield (named[1],), "unreachable_condition", \
             f"one message names a tool, a prompt or a resource, never two: split {' and '.join(named)} into two rules"
     elif named and mcp.methods:
         methods = GlobSet.compile(mcp.methods)
-        targets = _MCP_TARGETS[named[0]]
+        targets = TARGET_METHODS[named[0]]
         if not any(methods.matches(method) for method in targets):
             yield ("methods",), "unreachable_condition", \
                 f"{named[0]} are named only by {', '.join(targets)}, which these methods do not include"

@@ -62,7 +62,7 @@ from typing import Any, NamedTuple
 
 from enforcer.context import ConditionResult, Decision, Principal, RuleTrace, ShadowResult
 from enforcer.errors import Reason
-from enforcer.mcp.inspect import JsonRpcMessage
+from enforcer.mcp.inspect import TARGET_METHODS, JsonRpcMessage
 from enforcer.policy.conditions import GlobSet
 from enforcer.policy.model import ActorPattern, McpCondition, Resource, Rule
 
@@ -172,10 +172,6 @@ def _workload_conditions(rule: Rule) -> list[Condition]:
     return conditions
 
 
-#: which methods name a target, for each MCP name condition
-_TARGET_METHODS = {"tools": frozenset({"tools/call"}), "prompts": frozenset({"prompts/get"}),
-                   "resources": frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})}
-
 
 def _mcp_conditions(mcp: McpCondition) -> list[Condition]:
     """The ``mcp:`` keys as conditions on ``Operation.message`` (see the module docstring)."""
@@ -193,7 +189,7 @@ def _mcp_conditions(mcp: McpCondition) -> list[Condition]:
 
 
 def _target_condition(key: str, names: GlobSet) -> Condition:
-    targets = _TARGET_METHODS[key]
+    targets = frozenset(TARGET_METHODS[key])
 
     def check(p: Principal, op: Operation) -> bool:
         message = op.message
