@@ -147,9 +147,13 @@ class Outcome:
     principal: Principal | None = None
     decision: Decision | None = None
     signature: Any = None  # the accepted ``httpsig.VerifiedSignature``, when the resource asks for one
-    mcp: tuple[dict[str, Any], ...] = ()  # method / tool / resource of each inspected JSON-RPC message
-    messages: tuple[Any, ...] = ()  # those messages (``mcp.inspect.JsonRpcMessage``), for a JSON-RPC refusal
+    messages: tuple[Any, ...] = ()  # the inspected JSON-RPC messages (``mcp.inspect.JsonRpcMessage``)
     status: int = 0  # ours, or the upstream's when the request was forwarded
     forwarded: bool = False  # the upstream answered (``status`` is its status)
     reason: Reason = Reason.INTERNAL_ERROR
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (token, signature, ...)
+
+    @property
+    def mcp(self) -> tuple[dict[str, Any], ...]:
+        """Method and tool / prompt / resource of each inspected JSON-RPC message (the audit record's)."""
+        return tuple(message.summary() for message in self.messages)

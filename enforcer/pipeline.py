@@ -118,7 +118,6 @@ class Pipeline:
         if inspects(request, mcp):
             started = now
             messages = parse_messages(await body.read(), resource.limits.max_body_bytes)
-            outcome.mcp = tuple(message.summary() for message in messages)
             outcome.messages = messages
             check_headers(request, messages)
             stages["inspection"] = (now := clock()) - started
